@@ -1,0 +1,463 @@
+//! The capture record: one compact allocation per request, its JSON built lazily once.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Method, Version};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::signature::Verdict;
+
+/// Bodies larger than this are sent to WebSocket viewers as `body_omitted`.
+pub const WS_BODY_LIMIT: usize = 256 * 1024;
+/// Deliveries kept per capture (oldest dropped first).
+pub const MAX_DELIVERIES: usize = 50;
+
+/// Offsets of one header inside a capture's data block.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Request facts known before the body is read.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    /// Bin id.
+    pub bin: Arc<str>,
+    /// When the request head arrived.
+    pub received_at: SystemTime,
+    /// Request method.
+    pub method: Method,
+    /// HTTP version.
+    pub version: Version,
+    /// Whether it came over TLS.
+    pub tls: bool,
+    /// Peer (or first X-Forwarded-For hop with --trust-proxy).
+    pub remote_addr: SocketAddr,
+    /// Whether headers are in exact arrival order and case.
+    pub headers_exact: bool,
+    /// The Content-Length the sender declared, if any.
+    pub declared_length: Option<u64>,
+}
+
+/// A capture being assembled: path, query, headers and body in one growing buffer.
+pub struct CaptureBuilder {
+    buf: BytesMut,
+    path: (u32, u32),
+    query: Option<(u32, u32)>,
+    headers: Vec<Span>,
+    body_start: u32,
+}
+
+impl CaptureBuilder {
+    /// Start a capture; `body_hint` sizes the buffer so a declared body needs no regrowth.
+    /// `headers` is called twice: once to size the buffer, once to fill it.
+    pub fn new<'a, F, I>(path: &str, query: Option<&str>, headers: F, body_hint: usize) -> Self
+    where
+        F: Fn() -> I,
+        I: Iterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let (count, head_bytes) = headers().fold((0usize, 0usize), |(n, b), (k, v)| {
+            (n + 1, b + k.len() + v.len())
+        });
+        let total = path.len() + query.map_or(0, str::len) + head_bytes + body_hint;
+        let mut buf = BytesMut::with_capacity(total);
+        let put = |buf: &mut BytesMut, bytes: &[u8]| {
+            let start = buf.len() as u32;
+            buf.put_slice(bytes);
+            (start, bytes.len() as u32)
+        };
+        let path = put(&mut buf, path.as_bytes());
+        let query = query.map(|q| put(&mut buf, q.as_bytes()));
+        let mut spans = Vec::with_capacity(count);
+        for (name, value) in headers() {
+            let name = put(&mut buf, name);
+            let value = put(&mut buf, value);
+            spans.push(Span { name, value });
+        }
+        let body_start = buf.len() as u32;
+        CaptureBuilder {
+            buf,
+            path,
+            query,
+            headers: spans,
+            body_start,
+        }
+    }
+
+    /// Append body bytes.
+    pub fn push_body(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Body bytes so far.
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body_start as usize..]
+    }
+
+    /// Body length so far.
+    pub fn body_len(&self) -> usize {
+        self.buf.len() - self.body_start as usize
+    }
+
+    /// Headers in stored order.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|s| (slice(&self.buf, s.name), slice(&self.buf, s.value)))
+    }
+
+    /// Freeze into the immutable record (compacting a chunked body's slack).
+    pub fn finish(self, meta: RequestMeta, extra: CaptureExtra, seq: u64) -> Capture {
+        let data = if self.buf.capacity() > self.buf.len() + self.buf.len() / 8 + 64 {
+            Bytes::copy_from_slice(&self.buf)
+        } else {
+            self.buf.freeze()
+        };
+        Capture {
+            meta,
+            seq,
+            data,
+            path: self.path,
+            query: self.query,
+            headers: self.headers.into_boxed_slice(),
+            body_start: self.body_start,
+            truncated: extra.truncated,
+            signature: extra.signature,
+            response_status: extra.response_status,
+            deliveries: Mutex::new(Vec::new()),
+            ws_frame: OnceLock::new(),
+        }
+    }
+}
+
+/// Facts decided after the body was read.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureExtra {
+    /// Body cut at --max-body.
+    pub truncated: bool,
+    /// Signature verdict when the bin verifies.
+    pub signature: Option<Verdict>,
+    /// Status answered to the sender.
+    pub response_status: u16,
+}
+
+fn slice(buf: &[u8], (start, len): (u32, u32)) -> &[u8] {
+    &buf[start as usize..(start + len) as usize]
+}
+
+/// One delivery attempt (replay, forward or a `listen` client's report).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Target URL.
+    pub target: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// When the attempt started (RFC 3339).
+    pub at: String,
+    /// Response status, if a response arrived.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How long the attempt took.
+    #[serde(default)]
+    pub duration_ms: f64,
+    /// What went wrong (connect error, timeout, queue_full, …).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Response headers (truncated).
+    #[serde(default)]
+    pub response_headers: Vec<(String, String)>,
+    /// Response body (truncated to 64 KiB).
+    #[serde(default)]
+    pub response_body: Option<String>,
+    /// `forward`, `replay` or `listen`.
+    pub via: String,
+}
+
+impl Delivery {
+    /// Approximate bytes held, for the memory budget.
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Delivery>()
+            + self.target.len()
+            + self.at.len()
+            + self.error.as_ref().map_or(0, String::len)
+            + self
+                .response_headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+            + self.response_body.as_ref().map_or(0, String::len)
+            + self.via.len()
+    }
+}
+
+/// A stored capture. Everything but `deliveries` is immutable after insertion.
+pub struct Capture {
+    meta: RequestMeta,
+    /// Per-bin sequence number, from 1, never reused.
+    pub seq: u64,
+    data: Bytes,
+    path: (u32, u32),
+    query: Option<(u32, u32)>,
+    headers: Box<[Span]>,
+    body_start: u32,
+    truncated: bool,
+    signature: Option<Verdict>,
+    response_status: u16,
+    /// Deliveries with the bin event number they were announced under (see live.rs).
+    deliveries: Mutex<Vec<(u64, Arc<Delivery>)>>,
+    ws_frame: OnceLock<Bytes>,
+}
+
+impl Capture {
+    /// Bin id.
+    pub fn bin(&self) -> &str {
+        &self.meta.bin
+    }
+    /// Request metadata.
+    pub fn meta(&self) -> &RequestMeta {
+        &self.meta
+    }
+    /// Request method.
+    pub fn method(&self) -> &Method {
+        &self.meta.method
+    }
+    /// Path as received (percent-encoded), including the `/<id>` prefix.
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(slice(&self.data, self.path)).unwrap_or("")
+    }
+    /// Path after `/<id>` (starts with `/` or is empty).
+    pub fn path_suffix(&self) -> &str {
+        let path = self.path();
+        path.get(1 + self.meta.bin.len()..).unwrap_or("")
+    }
+    /// Query string without `?`, if the request had one.
+    pub fn query(&self) -> Option<&str> {
+        self.query
+            .map(|q| std::str::from_utf8(slice(&self.data, q)).unwrap_or(""))
+    }
+    /// Headers in stored order (arrival order when `headers_exact`).
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|s| (slice(&self.data, s.name), slice(&self.data, s.value)))
+    }
+    /// First header value with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+    /// Raw body bytes (shares the capture's allocation).
+    pub fn body(&self) -> Bytes {
+        self.data.slice(self.body_start as usize..)
+    }
+    /// Body length stored.
+    pub fn body_size(&self) -> usize {
+        self.data.len() - self.body_start as usize
+    }
+    /// Whether the body was cut at --max-body.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+    /// Signature verdict.
+    pub fn signature(&self) -> Option<&Verdict> {
+        self.signature.as_ref()
+    }
+    /// Status answered to the sender.
+    pub fn response_status(&self) -> u16 {
+        self.response_status
+    }
+    /// Bytes this capture holds, for the memory budget.
+    pub fn cost(&self) -> usize {
+        std::mem::size_of::<Capture>()
+            + self.data.len()
+            + self.headers.len() * std::mem::size_of::<Span>()
+    }
+
+    /// Attach a delivery, announced under bin event number `event_no`; returns the bytes added.
+    pub fn push_delivery(&self, event_no: u64, delivery: Arc<Delivery>) -> isize {
+        let mut list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut delta = delivery.cost() as isize;
+        list.push((event_no, delivery));
+        if list.len() > MAX_DELIVERIES {
+            let (_, old) = list.remove(0);
+            delta -= old.cost() as isize;
+        }
+        delta
+    }
+    /// Deliveries announced before event number `before` (all with `u64::MAX`).
+    pub fn deliveries_before(&self, before: u64) -> Vec<Arc<Delivery>> {
+        let list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .filter(|(no, _)| *no < before)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+    /// Bytes held by deliveries.
+    pub fn deliveries_cost(&self) -> usize {
+        let list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter().map(|(_, d)| d.cost()).sum()
+    }
+
+    /// Serialize the full record (REST), deliveries included.
+    pub fn to_json(&self) -> Vec<u8> {
+        let deliveries = self.deliveries_before(u64::MAX);
+        let mut out = Vec::with_capacity(self.data.len() * 2 + 512);
+        let view = CaptureView {
+            capture: self,
+            omit_body: false,
+            deliveries: Some(&deliveries),
+        };
+        serde_json::to_writer(&mut out, &view).expect("capture JSON serialization cannot fail");
+        out
+    }
+
+    /// The `{"type":"capture","capture":{…}}` WebSocket frame, built once and shared.
+    pub fn ws_frame(&self) -> Bytes {
+        self.ws_frame
+            .get_or_init(|| {
+                #[derive(Serialize)]
+                struct Frame<'a> {
+                    r#type: &'static str,
+                    capture: CaptureView<'a>,
+                }
+                let frame = Frame {
+                    r#type: "capture",
+                    capture: CaptureView {
+                        capture: self,
+                        omit_body: self.body_size() > WS_BODY_LIMIT,
+                        deliveries: None,
+                    },
+                };
+                Bytes::from(serde_json::to_vec(&frame).expect("capture JSON cannot fail"))
+            })
+            .clone()
+    }
+
+    /// Whether any header, method, path or body contains `needle` (ASCII case-insensitive).
+    pub fn matches(&self, needle: &str) -> bool {
+        let needle = needle.as_bytes();
+        contains_ci(self.meta.method.as_str().as_bytes(), needle)
+            || contains_ci(slice(&self.data, self.path), needle)
+            || self
+                .query()
+                .is_some_and(|q| contains_ci(q.as_bytes(), needle))
+            || self
+                .headers()
+                .any(|(k, v)| contains_ci(k, needle) || contains_ci(v, needle))
+            || contains_ci(&self.data[self.body_start as usize..], needle)
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Text of a possibly non-UTF-8 header byte string.
+pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// `HTTP/1.1`-style name of a version.
+pub fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+/// RFC 3339 UTC timestamp with nanoseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+struct HeaderList<'a>(&'a Capture);
+
+impl Serialize for HeaderList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.headers.len()))?;
+        for (k, v) in self.0.headers() {
+            seq.serialize_element(&(lossy(k), lossy(v)))?;
+        }
+        seq.end()
+    }
+}
+
+struct ResponseView(u16);
+
+impl Serialize for ResponseView {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("response", 1)?;
+        st.serialize_field("status", &self.0)?;
+        st.end()
+    }
+}
+
+/// The JSON shape of DESIGN §5, serialized from borrowed data.
+struct CaptureView<'a> {
+    capture: &'a Capture,
+    omit_body: bool,
+    deliveries: Option<&'a [Arc<Delivery>]>,
+}
+
+impl Serialize for CaptureView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.capture;
+        let m = &c.meta;
+        let mut st = s.serialize_struct("capture", 20)?;
+        st.serialize_field("bin", &*m.bin)?;
+        st.serialize_field("seq", &c.seq)?;
+        st.serialize_field("received_at", &rfc3339(m.received_at))?;
+        st.serialize_field("method", m.method.as_str())?;
+        st.serialize_field("path", c.path())?;
+        st.serialize_field("query", &c.query())?;
+        st.serialize_field("http_version", version_str(m.version))?;
+        st.serialize_field("scheme", if m.tls { "https" } else { "http" })?;
+        st.serialize_field("remote_addr", &m.remote_addr.to_string())?;
+        st.serialize_field("headers", &HeaderList(c))?;
+        let body = &c.data[c.body_start as usize..];
+        let (text, encoding): (Option<Cow<str>>, &str) = match std::str::from_utf8(body) {
+            Ok(text) => (Some(Cow::Borrowed(text)), "utf8"),
+            Err(_) => (
+                Some(Cow::Owned(
+                    base64::engine::general_purpose::STANDARD.encode(body),
+                )),
+                "base64",
+            ),
+        };
+        if self.omit_body {
+            st.serialize_field("body", &None::<&str>)?;
+            st.serialize_field("body_omitted", &true)?;
+        } else {
+            st.serialize_field("body", &text)?;
+        }
+        st.serialize_field("body_encoding", encoding)?;
+        st.serialize_field("body_size", &c.body_size())?;
+        st.serialize_field("truncated", &c.truncated)?;
+        st.serialize_field("headers_exact", &m.headers_exact)?;
+        st.serialize_field("declared_length", &m.declared_length)?;
+        st.serialize_field("signature", &c.signature)?;
+        st.serialize_field("response", &ResponseView(c.response_status))?;
+        match self.deliveries {
+            Some(list) => st.serialize_field("deliveries", list)?,
+            None => st.serialize_field("deliveries", &[] as &[Delivery])?,
+        }
+        st.end()
+    }
+}

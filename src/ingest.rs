@@ -1,0 +1,336 @@
+//! Ingest: request → capture → store → publish → response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::sync::SemaphorePermit;
+use tokio::time::Instant;
+
+use crate::capture::{CaptureBuilder, CaptureExtra, RequestMeta};
+use crate::error::{ApiError, Body};
+use crate::server::tap::RawHead;
+use crate::server::ConnInfo;
+use crate::settings::Settings;
+use crate::signature::{self, Verdict, VerifyConfig};
+use crate::state::AppState;
+use crate::store::Bin;
+
+/// Capture one inbound request for `bin` and answer it.
+pub async fn handle(
+    state: &AppState,
+    conn: &ConnInfo,
+    bin: Arc<Bin>,
+    parts: Parts,
+    body: Incoming,
+    raw: Option<RawHead>,
+) -> Response<Body> {
+    let received_at = SystemTime::now();
+    let settings = bin.settings();
+    let max_body = state.cfg.max_body as usize;
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let meta = RequestMeta {
+        bin: bin.id.clone(),
+        received_at,
+        method: parts.method.clone(),
+        version: parts.version,
+        tls: conn.tls,
+        remote_addr: client_addr(state, conn.remote, &parts.headers),
+        headers_exact: raw.is_some(),
+        declared_length,
+    };
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    let declared_over = declared_length.is_some_and(|n| n > max_body as u64);
+    let body_hint = if declared_over {
+        0
+    } else {
+        declared_length.unwrap_or(0) as usize
+    };
+    let mut builder = match &raw {
+        Some(head) => CaptureBuilder::new(path, query, || head.iter(), body_hint),
+        None => CaptureBuilder::new(
+            path,
+            query,
+            || {
+                parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+            },
+            body_hint,
+        ),
+    };
+    drop(raw);
+
+    let truncated;
+    let _permits: Option<SemaphorePermit>;
+    if declared_over {
+        // Answer at once without reading the body; the capture records that it was cut.
+        truncated = true;
+        _permits = None;
+    } else {
+        let deadline = Instant::now() + state.cfg.body_timeout;
+        match read_body(
+            state,
+            body,
+            &mut builder,
+            max_body,
+            declared_length,
+            deadline,
+        )
+        .await
+        {
+            Ok((cut, permits)) => {
+                truncated = cut;
+                _permits = permits;
+            }
+            Err(BodyError::Timeout) => {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "request body not received within --body-timeout",
+                )
+                .into_response();
+            }
+            Err(BodyError::Budget) => {
+                return ApiError::unavailable(
+                    "server memory budget for request bodies is exhausted; retry later",
+                )
+                .into_response();
+            }
+            Err(BodyError::Aborted(e)) => {
+                tracing::debug!(error = %e, "request body aborted");
+                return ApiError::bad_request("body_aborted", "request body could not be read")
+                    .into_response();
+            }
+        }
+    }
+
+    let signature = settings.verify.as_ref().map(|v| verify(v, &builder));
+    let preflight = parts.method == Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let rejected = signature.as_ref().is_some_and(|s| !s.valid)
+        && settings.verify.as_ref().is_some_and(|v| v.reject_invalid);
+    let status = if truncated {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else if rejected {
+        StatusCode::UNAUTHORIZED
+    } else if preflight {
+        StatusCode::NO_CONTENT
+    } else {
+        settings
+            .response
+            .as_ref()
+            .and_then(|r| StatusCode::from_u16(r.status).ok())
+            .unwrap_or(StatusCode::OK)
+    };
+    let extra = CaptureExtra {
+        truncated,
+        signature,
+        response_status: status.as_u16(),
+    };
+    // Stored (and viewers woken) before the response exists: a 2xx means the capture is there.
+    let inserted = state.store.insert(&bin, builder, meta, extra);
+    let seq = inserted.capture.seq;
+
+    let mut resp = if truncated {
+        let mut r = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds --max-body ({max_body} bytes); the first bytes were captured"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    } else if rejected {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "signature check failed",
+        )
+        .into_response()
+    } else if preflight {
+        preflight_response(&parts)
+    } else {
+        configured_response(&settings)
+    };
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-Hookrelay-Seq"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-hookrelay-seq"),
+        HeaderValue::from(seq),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+
+    let configured = !truncated && !preflight && !rejected;
+    if let Some(delay) = settings
+        .response
+        .as_ref()
+        .map(|r| r.delay_ms)
+        .filter(|d| *d > 0 && configured)
+    {
+        let mut shutdown = state.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(delay)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+    resp
+}
+
+enum BodyError {
+    Timeout,
+    Budget,
+    Aborted(hyper::Error),
+}
+
+/// Read the body into the capture up to `max_body` bytes, holding memory-budget permits for it.
+/// Returns whether the body was cut.
+async fn read_body<'a>(
+    state: &'a AppState,
+    mut body: Incoming,
+    builder: &mut CaptureBuilder,
+    max_body: usize,
+    declared: Option<u64>,
+    deadline: Instant,
+) -> Result<(bool, Option<SemaphorePermit<'a>>), BodyError> {
+    let mut permits: Option<SemaphorePermit<'a>> = None;
+    let mut held = 0usize;
+    // A declared length is reserved up front; a chunked body takes permits as it grows.
+    if let Some(len) = declared.filter(|n| *n > 0) {
+        permits = Some(acquire(state, len as usize, deadline).await?);
+        held = len as usize;
+    }
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => return Ok((false, permits)),
+            Ok(Some(Err(e))) => return Err(BodyError::Aborted(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let room = max_body - builder.body_len();
+        let take = data.len().min(room);
+        let needed = builder.body_len() + take;
+        if needed > held {
+            let more = acquire(state, needed - held, deadline).await?;
+            match &mut permits {
+                Some(p) => p.merge(more),
+                None => permits = Some(more),
+            }
+            held = needed;
+        }
+        builder.push_body(&data[..take]);
+        if take < data.len() {
+            return Ok((true, permits));
+        }
+    }
+}
+
+async fn acquire(
+    state: &AppState,
+    bytes: usize,
+    deadline: Instant,
+) -> Result<SemaphorePermit<'_>, BodyError> {
+    let n = u32::try_from(bytes).map_err(|_| BodyError::Budget)?;
+    match tokio::time::timeout_at(deadline, state.body_budget.acquire_many(n)).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(BodyError::Budget),
+    }
+}
+
+fn verify(v: &crate::settings::VerifySettings, builder: &CaptureBuilder) -> Verdict {
+    let headers: Vec<(&[u8], &[u8])> = builder.headers().collect();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    signature::verify(
+        &VerifyConfig {
+            scheme: v.scheme,
+            secret: v.secret.as_deref().unwrap_or(""),
+            header: v.header.as_deref(),
+            tolerance_s: v.tolerance_s,
+        },
+        &headers,
+        builder.body(),
+        now,
+    )
+}
+
+/// The peer address, or the first X-Forwarded-For hop behind a trusted proxy.
+pub fn client_addr(state: &AppState, peer: SocketAddr, headers: &http::HeaderMap) -> SocketAddr {
+    if !state.cfg.trust_proxy {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .map_or(peer, |ip| SocketAddr::new(ip, 0))
+}
+
+fn preflight_response(parts: &Parts) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    if let Some(m) = parts.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, m.clone());
+    }
+    if let Some(rh) = parts.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, rh.clone());
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    resp
+}
+
+fn configured_response(settings: &Settings) -> Response<Body> {
+    let Some(custom) = &settings.response else {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(custom.body.clone())));
+    *resp.status_mut() = StatusCode::from_u16(custom.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &custom.headers {
+        // Validated when the settings were saved.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    resp
+}

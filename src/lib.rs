@@ -1,0 +1,35 @@
+//! hookrelay — capture, inspect and relay webhooks.
+//!
+//! # Layout
+//!
+//! Data flows one way: listener → ingest → store → live / deliver.
+//!
+//! - [`config`]: the CLI (clap) and its limits.
+//! - [`server`]: listeners, TLS, the exact-header tap, routing, graceful shutdown.
+//! - [`ingest`]: an inbound request becomes a [`capture::Capture`] and gets its answer.
+//! - [`capture`]: the compact capture record and its lazily built JSON.
+//! - [`store`]: bins and their ring buffers (memory backend).
+//! - [`api`]: the REST API; [`inspector`]: the browser pages.
+//! - [`settings`]: per-bin settings and their validation.
+//! - [`signature`]: webhook signature schemes.
+//! - [`ids`]: bin ids and keys; [`state`]: shared state; [`error`]: JSON errors.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod capture;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod ingest;
+pub mod inspector;
+pub mod server;
+pub mod settings;
+pub mod signature;
+pub mod state;
+pub mod store;
+
+pub use config::{Cli, Command, ServeArgs};
+pub use error::Error;
+pub use server::Server;

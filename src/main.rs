@@ -1,0 +1,64 @@
+//! The `hookrelay` binary: parse the CLI, start tracing, run the chosen command.
+
+use clap::Parser;
+use hookrelay::{Cli, Command, ServeArgs, Server};
+use tokio::net::TcpListener;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "hookrelay=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => serve(cli.serve).await,
+            Some(Command::Serve(args)) => serve(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("hookrelay: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), hookrelay::Error> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| hookrelay::Error::io(format!("binding {}", args.listen), e))?;
+    let tls_listener = match args.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| hookrelay::Error::io(format!("binding {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let server = Server::new(args, listener, tls_listener)?;
+    // stdout, not the logger: the banner holds the key, and logs never do.
+    print!("{}", server.banner());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,104 @@
+//! Routing: a plain match on the first path segment, no framework.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::error::{json_response, ApiError, Body};
+use crate::state::AppState;
+use crate::{api, ingest, inspector};
+
+use super::tap::RawHead;
+use super::ConnInfo;
+
+/// Handle one request from any listener.
+pub async fn handle(state: AppState, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    // Every HTTP/1 request takes its recorded head, in order, so the tap's queue stays in step.
+    let raw: Option<RawHead> = if parts.version < http::Version::HTTP_2 {
+        conn.tap.take_matching(&parts)
+    } else {
+        conn.tap.disable();
+        None
+    };
+    let path = parts.uri.path();
+    let first = path[1..].split('/').next().unwrap_or("");
+    let mut resp = match first {
+        "" if path == "/" => inspector::index(&state, &parts),
+        "healthz" => healthz(&state, &parts.method),
+        "i" | "static" => inspector::handle(&state, &parts),
+        "favicon.ico" => empty(StatusCode::NO_CONTENT),
+        "robots.txt" => text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+        "api" => api::handle(&state, &conn, Request::from_parts(parts, body)).await,
+        "metrics" => ApiError::not_found("metrics are not enabled in this build").into_response(),
+        id => match state.store.get(id) {
+            Some(bin) => ingest::handle(&state, &conn, bin, parts, body, raw).await,
+            None => ApiError::unknown_bin().into_response(),
+        },
+    };
+    secure(&mut resp);
+    resp
+}
+
+/// Headers every response carries; pages set their own stricter CSP first.
+fn secure(resp: &mut Response<Body>) {
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+    }
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+fn healthz(state: &AppState, method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed();
+    }
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "store": "memory",
+        "bins": state.store.len(),
+        "stored_bytes": state.store.total_bytes(),
+    });
+    json_response(StatusCode::OK, body.to_string().into())
+}
+
+/// 405 as JSON.
+pub fn method_not_allowed() -> Response<Body> {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    )
+    .into_response()
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

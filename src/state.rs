@@ -1,0 +1,105 @@
+//! Shared server state: a cheap `Clone` handle over `Arc<Shared>`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::ServeArgs;
+use crate::store::MemoryStore;
+
+/// Everything request handlers share.
+pub struct Shared {
+    /// Parsed configuration.
+    pub cfg: ServeArgs,
+    /// Bins and captures.
+    pub store: MemoryStore,
+    /// Bytes of request bodies being received (permits = bytes), sized to --max-memory.
+    pub body_budget: Arc<Semaphore>,
+    /// Flips to true when shutdown starts (delayed responses end, WebSockets close 1001).
+    pub shutdown: watch::Receiver<bool>,
+    /// When the server started.
+    pub started: Instant,
+    /// Bin creations per IP in the current minute.
+    pub create_limiter: WindowLimiter,
+    /// Our own listening addresses (never forward targets).
+    pub own_addrs: Vec<SocketAddr>,
+}
+
+/// Handle to the shared state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Base URL for links: --public-url, else the request's Host, else the listen address.
+    pub fn base_url(&self, host: Option<&str>, tls: bool) -> String {
+        if let Some(url) = &self.cfg.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let scheme = if tls { "https" } else { "http" };
+        match host {
+            Some(h) if !h.is_empty() => format!("{scheme}://{h}"),
+            _ => format!("{scheme}://{}", self.cfg.listen),
+        }
+    }
+}
+
+/// Most distinct keys a window limiter tracks; beyond it, new keys are refused (bounded memory).
+const LIMITER_KEYS: usize = 100_000;
+
+/// A fixed-window counter per key (e.g. bin creations per IP per minute).
+pub struct WindowLimiter {
+    window_s: u64,
+    limit: u32,
+    started: Instant,
+    counts: DashMap<IpAddr, (u64, u32)>,
+}
+
+impl WindowLimiter {
+    /// `limit` events per `window_s` seconds per key.
+    pub fn new(limit: u32, window_s: u64) -> Self {
+        WindowLimiter {
+            window_s,
+            limit,
+            started: Instant::now(),
+            counts: DashMap::new(),
+        }
+    }
+
+    /// Count one event; Err(seconds until the window resets) when over the limit.
+    pub fn check(&self, key: IpAddr) -> Result<(), u64> {
+        let now = self.started.elapsed().as_secs();
+        let window = now / self.window_s;
+        let retry = self.window_s - now % self.window_s;
+        if self.counts.len() >= LIMITER_KEYS && !self.counts.contains_key(&key) {
+            self.purge();
+            if self.counts.len() >= LIMITER_KEYS {
+                return Err(retry);
+            }
+        }
+        let mut entry = self.counts.entry(key).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= self.limit {
+            return Err(retry);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Forget keys from past windows.
+    pub fn purge(&self) {
+        let window = self.started.elapsed().as_secs() / self.window_s;
+        self.counts.retain(|_, (w, _)| *w == window);
+    }
+}

@@ -1,0 +1,589 @@
+//! The in-memory store: a `DashMap` of bins, each a bounded ring of immutable `Arc<Capture>`.
+//!
+//! Locks: a bin's `ring` mutex is held only to push, pop or clone `Arc`s out (never across
+//! an `.await`), so `std::sync::Mutex` is the right tool. There is no global lock on ingest:
+//! the map lookup takes one dashmap shard read lock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::capture::{Capture, CaptureBuilder, CaptureExtra, Delivery, RequestMeta};
+use crate::ids::{self, KeyHash};
+use crate::settings::Settings;
+
+/// Non-capture events a bin announces to its viewers, in order with its captures.
+#[derive(Clone, Debug)]
+pub enum BinEvent {
+    /// A delivery attempt for capture `seq`.
+    Delivery {
+        /// Capture seq.
+        seq: u64,
+        /// The attempt.
+        delivery: Arc<Delivery>,
+    },
+    /// The buffer was cleared.
+    Cleared,
+    /// Settings changed.
+    Settings(Arc<Settings>),
+}
+
+/// Events kept per bin for lagging viewers; older ones are dropped (they're on the captures too).
+const EVENT_LOG: usize = 1024;
+
+struct LoggedEvent {
+    no: u64,
+    /// Last seq assigned when the event happened: viewers deliver it after that capture.
+    after_seq: u64,
+    event: BinEvent,
+}
+
+struct Ring {
+    captures: VecDeque<Arc<Capture>>,
+    /// Seq the next capture gets.
+    next_seq: u64,
+    /// Highest seq removed by a clear (gaps up to it are not evictions).
+    cleared_through: u64,
+    events: VecDeque<LoggedEvent>,
+    next_event: u64,
+}
+
+/// What a viewer reads next, in order.
+#[derive(Clone)]
+pub enum Item {
+    /// Captures up to this seq were evicted before the viewer read them.
+    Evicted(u64),
+    /// A capture and the deliveries it carries for this viewer.
+    Capture(Arc<Capture>),
+    /// A bin event.
+    Event(BinEvent),
+}
+
+/// A viewer's position: next capture and next event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cursor {
+    /// Highest seq delivered (or skipped).
+    pub seq: u64,
+    /// Next event number to deliver.
+    pub event: u64,
+}
+
+/// Snapshot for a viewer's `hello`.
+#[derive(Clone, Copy, Debug)]
+pub struct RingInfo {
+    /// Oldest seq held (0 when empty).
+    pub first_seq: u64,
+    /// Newest seq assigned (0 before any).
+    pub last_seq: u64,
+    /// The event cursor to start from (events already in the log are not replayed).
+    pub next_event: u64,
+}
+
+/// One bin.
+pub struct Bin {
+    /// Public id.
+    pub id: Arc<str>,
+    key_hash: Mutex<KeyHash>,
+    settings: RwLock<Arc<Settings>>,
+    /// Random per bin incarnation; tells clients old seqs are gone.
+    pub epoch: u64,
+    ring: Mutex<Ring>,
+    bytes: AtomicUsize,
+    /// Bumped on every change; viewers wait on it.
+    notify: watch::Sender<u64>,
+    created: Instant,
+    last_used_s: AtomicU64,
+    used: AtomicBool,
+    /// The ready bin never expires.
+    pinned: bool,
+    /// Live viewers (WebSocket sessions) now.
+    pub viewers: AtomicUsize,
+}
+
+impl Bin {
+    fn new(id: &str, key_hash: KeyHash, settings: Settings, pinned: bool) -> Bin {
+        Bin {
+            id: id.into(),
+            key_hash: Mutex::new(key_hash),
+            settings: RwLock::new(Arc::new(settings)),
+            epoch: ids::random_u64() >> 11, // fits a JSON number exactly
+            ring: Mutex::new(Ring {
+                captures: VecDeque::new(),
+                next_seq: 1,
+                cleared_through: 0,
+                events: VecDeque::new(),
+                next_event: 0,
+            }),
+            bytes: AtomicUsize::new(0),
+            notify: watch::channel(0).0,
+            created: Instant::now(),
+            last_used_s: AtomicU64::new(0),
+            used: AtomicBool::new(false),
+            pinned,
+            viewers: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Constant-time key check.
+    pub fn authorize(&self, key: &str) -> bool {
+        let hash = *self.key_hash.lock().unwrap_or_else(|e| e.into_inner());
+        ids::key_matches(&hash, key)
+    }
+
+    /// Replace the key with a fresh random one and return it.
+    pub fn rotate_key(&self) -> String {
+        let key = ids::random_token();
+        *self.key_hash.lock().unwrap_or_else(|e| e.into_inner()) = ids::hash_key(&key);
+        key
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bytes of captures held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Wake-ups for viewers.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    fn wake(&self) {
+        self.notify.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn touch(&self, now_s: u64) {
+        self.last_used_s.store(now_s, Ordering::Relaxed);
+    }
+
+    /// Ring facts for a viewer's hello.
+    pub fn info(&self) -> RingInfo {
+        let ring = self.lock();
+        RingInfo {
+            first_seq: ring.captures.front().map_or(0, |c| c.seq),
+            last_seq: ring.next_seq - 1,
+            next_event: ring.next_event,
+        }
+    }
+
+    /// Capture with this seq, if still held.
+    pub fn get(&self, seq: u64) -> Option<Arc<Capture>> {
+        let ring = self.lock();
+        let first = ring.captures.front()?.seq;
+        let index = seq.checked_sub(first)?;
+        ring.captures.get(index as usize).cloned()
+    }
+
+    /// Up to `limit` captures with seq > `since`, oldest first, optionally filtered by `q`.
+    pub fn list(&self, since: u64, limit: usize, q: Option<&str>) -> Vec<Arc<Capture>> {
+        // Clone the Arcs under the lock, search outside it: a slow query never blocks ingest.
+        let candidates: Vec<Arc<Capture>> = {
+            let ring = self.lock();
+            let first = ring.captures.front().map_or(0, |c| c.seq);
+            let skip = since.saturating_sub(first.saturating_sub(1)) as usize;
+            match q {
+                None => ring
+                    .captures
+                    .iter()
+                    .skip(skip)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                Some(_) => ring.captures.iter().skip(skip).cloned().collect(),
+            }
+        };
+        match q {
+            None => candidates,
+            Some(q) => candidates
+                .into_iter()
+                .filter(|c| c.matches(q))
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    /// Read the next items for a viewer, at most `max` captures.
+    pub fn read(&self, cursor: &mut Cursor, max: usize, out: &mut Vec<Item>) {
+        let ring = self.lock();
+        if let Some(oldest) = ring.events.front() {
+            cursor.event = cursor.event.max(oldest.no);
+        }
+        let mut sent = 0usize;
+        let first_event =
+            (cursor.event - ring.events.front().map_or(cursor.event, |e| e.no)) as usize;
+        for logged in ring.events.iter().skip(first_event) {
+            if !Self::read_captures(&ring, cursor, logged.after_seq, max, &mut sent, out) {
+                return;
+            }
+            out.push(Item::Event(logged.event.clone()));
+            cursor.event = logged.no + 1;
+        }
+        let last = ring.next_seq - 1;
+        Self::read_captures(&ring, cursor, last, max, &mut sent, out);
+    }
+
+    /// Push captures with seq in (cursor.seq, upto]; false when the batch is full.
+    fn read_captures(
+        ring: &Ring,
+        cursor: &mut Cursor,
+        upto: u64,
+        max: usize,
+        sent: &mut usize,
+        out: &mut Vec<Item>,
+    ) -> bool {
+        if cursor.seq >= upto {
+            return true;
+        }
+        if cursor.seq < ring.cleared_through.min(upto) {
+            cursor.seq = ring.cleared_through.min(upto);
+        }
+        let first = ring.captures.front().map_or(ring.next_seq, |c| c.seq);
+        if cursor.seq + 1 < first {
+            let gone = (first - 1).min(upto);
+            out.push(Item::Evicted(gone));
+            cursor.seq = gone;
+        }
+        while cursor.seq < upto {
+            if *sent >= max {
+                return false;
+            }
+            let index = (cursor.seq + 1 - first) as usize;
+            match ring.captures.get(index) {
+                Some(c) => out.push(Item::Capture(c.clone())),
+                None => break,
+            }
+            cursor.seq += 1;
+            *sent += 1;
+        }
+        true
+    }
+
+    fn log_event(ring: &mut Ring, event: BinEvent) -> u64 {
+        let no = ring.next_event;
+        ring.next_event += 1;
+        let after_seq = ring.next_seq - 1;
+        ring.events.push_back(LoggedEvent {
+            no,
+            after_seq,
+            event,
+        });
+        if ring.events.len() > EVENT_LOG {
+            ring.events.pop_front();
+        }
+        no
+    }
+}
+
+/// Why a bin could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// --max-bins reached.
+    #[error("the server holds the maximum number of bins")]
+    Full,
+    /// The id is taken.
+    #[error("bin id is already in use")]
+    Exists,
+}
+
+/// The memory store.
+pub struct MemoryStore {
+    bins: DashMap<Arc<str>, Arc<Bin>>,
+    total_bytes: AtomicUsize,
+    max_bins: usize,
+    max_bin_bytes: usize,
+    max_memory: usize,
+    started: Instant,
+    evictions: AtomicU64,
+}
+
+/// What an insert did to the ring.
+pub struct Inserted {
+    /// The stored capture.
+    pub capture: Arc<Capture>,
+    /// Captures evicted to make room (this bin and others).
+    pub evicted: u64,
+}
+
+impl MemoryStore {
+    /// An empty store with the given bounds.
+    pub fn new(max_bins: usize, max_bin_bytes: u64, max_memory: u64) -> MemoryStore {
+        MemoryStore {
+            bins: DashMap::new(),
+            total_bytes: AtomicUsize::new(0),
+            max_bins,
+            max_bin_bytes: max_bin_bytes as usize,
+            max_memory: max_memory as usize,
+            started: Instant::now(),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn now_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Create a bin with this id and key hash.
+    pub fn create(
+        &self,
+        id: &str,
+        key_hash: KeyHash,
+        settings: Settings,
+        pinned: bool,
+    ) -> Result<Arc<Bin>, CreateError> {
+        if self.bins.len() >= self.max_bins {
+            return Err(CreateError::Full);
+        }
+        let bin = Arc::new(Bin::new(id, key_hash, settings, pinned));
+        bin.touch(self.now_s());
+        match self.bins.entry(bin.id.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(_) => Err(CreateError::Exists),
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                slot.insert(bin.clone());
+                Ok(bin)
+            }
+        }
+    }
+
+    /// Look a bin up.
+    pub fn get(&self, id: &str) -> Option<Arc<Bin>> {
+        self.bins.get(id).map(|b| b.clone())
+    }
+
+    /// Number of bins.
+    pub fn len(&self) -> usize {
+        self.bins.len()
+    }
+
+    /// Whether there are no bins.
+    pub fn is_empty(&self) -> bool {
+        self.bins.is_empty()
+    }
+
+    /// Bytes of captures held by all bins.
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Captures evicted since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Delete a bin and its captures.
+    pub fn remove(&self, id: &str) -> bool {
+        match self.bins.remove(id) {
+            Some((_, bin)) => {
+                let ring = bin.lock();
+                let freed: usize = ring
+                    .captures
+                    .iter()
+                    .map(|c| c.cost() + c.deliveries_cost())
+                    .sum();
+                drop(ring);
+                self.total_bytes
+                    .fetch_sub(freed.min(self.total_bytes()), Ordering::Relaxed);
+                bin.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Store a capture: assign the next seq, evict to stay within bounds, wake viewers.
+    pub fn insert(
+        &self,
+        bin: &Bin,
+        builder: CaptureBuilder,
+        meta: RequestMeta,
+        extra: CaptureExtra,
+    ) -> Inserted {
+        let mut evicted = 0u64;
+        let capture;
+        {
+            let mut ring = bin.lock();
+            let capacity = bin.settings().capacity as usize;
+            // Seq is assigned under the ring lock, so ring order is seq order.
+            let seq = ring.next_seq;
+            ring.next_seq += 1;
+            capture = Arc::new(builder.finish(meta, extra, seq));
+            let cost = capture.cost();
+            let mut bin_bytes = bin.bytes.load(Ordering::Relaxed) + cost;
+            ring.captures.push_back(capture.clone());
+            let mut freed = 0usize;
+            while ring.captures.len() > capacity
+                || (bin_bytes > self.max_bin_bytes && ring.captures.len() > 1)
+            {
+                let old = ring.captures.pop_front().expect("non-empty ring");
+                let c = old.cost() + old.deliveries_cost();
+                bin_bytes -= c.min(bin_bytes);
+                freed += c;
+                evicted += 1;
+            }
+            bin.bytes.store(bin_bytes, Ordering::Relaxed);
+            self.total_bytes.fetch_add(cost, Ordering::Relaxed);
+            self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+        bin.used.store(true, Ordering::Relaxed);
+        bin.touch(self.now_s());
+        bin.wake();
+        if self.total_bytes() > self.max_memory {
+            evicted += self.evict_global();
+        }
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        Inserted { capture, evicted }
+    }
+
+    /// Above --max-memory: take the oldest captures of the largest bin until 1/64 below the limit
+    /// (the slack amortizes the scan over bins).
+    fn evict_global(&self) -> u64 {
+        let target = self.max_memory - self.max_memory / 64;
+        let mut evicted = 0;
+        while self.total_bytes() > target {
+            let largest = self
+                .bins
+                .iter()
+                .max_by_key(|b| b.bytes())
+                .map(|b| b.clone());
+            let Some(bin) = largest else { break };
+            let mut freed = 0usize;
+            {
+                let mut ring = bin.lock();
+                let mut bin_bytes = bin.bytes.load(Ordering::Relaxed);
+                while self.total_bytes().saturating_sub(freed) > target && ring.captures.len() > 1 {
+                    let old = ring.captures.pop_front().expect("non-empty ring");
+                    let c = old.cost() + old.deliveries_cost();
+                    bin_bytes -= c.min(bin_bytes);
+                    freed += c;
+                    evicted += 1;
+                }
+                bin.bytes.store(bin_bytes, Ordering::Relaxed);
+            }
+            if freed == 0 {
+                break; // every ring is down to its newest capture
+            }
+            self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+            bin.wake();
+        }
+        evicted
+    }
+
+    /// Remove all captures of a bin; seq continues.
+    pub fn clear(&self, bin: &Bin) {
+        let freed: usize;
+        {
+            let mut ring = bin.lock();
+            freed = ring
+                .captures
+                .drain(..)
+                .map(|c| c.cost() + c.deliveries_cost())
+                .sum();
+            ring.cleared_through = ring.next_seq - 1;
+            Bin::log_event(&mut ring, BinEvent::Cleared);
+            bin.bytes.store(0, Ordering::Relaxed);
+        }
+        self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+        bin.wake();
+    }
+
+    /// Replace settings (shrinking capacity evicts the oldest) and announce them.
+    pub fn set_settings(&self, bin: &Bin, settings: Settings) -> Arc<Settings> {
+        let settings = Arc::new(settings);
+        let mut freed = 0usize;
+        {
+            let mut ring = bin.lock();
+            *bin.settings.write().unwrap_or_else(|e| e.into_inner()) = settings.clone();
+            let mut bin_bytes = bin.bytes.load(Ordering::Relaxed);
+            while ring.captures.len() > settings.capacity as usize {
+                let old = ring.captures.pop_front().expect("non-empty ring");
+                let c = old.cost() + old.deliveries_cost();
+                bin_bytes -= c.min(bin_bytes);
+                freed += c;
+            }
+            bin.bytes.store(bin_bytes, Ordering::Relaxed);
+            Bin::log_event(&mut ring, BinEvent::Settings(settings.clone()));
+        }
+        self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+        bin.wake();
+        settings
+    }
+
+    /// Attach a delivery to capture `seq` and announce it; false if the capture is gone.
+    pub fn add_delivery(&self, bin: &Bin, seq: u64, delivery: Delivery) -> bool {
+        let delivery = Arc::new(delivery);
+        {
+            let mut ring = bin.lock();
+            let Some(first) = ring.captures.front().map(|c| c.seq) else {
+                return false;
+            };
+            let Some(capture) = seq
+                .checked_sub(first)
+                .and_then(|i| ring.captures.get(i as usize).cloned())
+            else {
+                return false;
+            };
+            let no = Bin::log_event(
+                &mut ring,
+                BinEvent::Delivery {
+                    seq,
+                    delivery: delivery.clone(),
+                },
+            );
+            let delta = capture.push_delivery(no, delivery);
+            let bin_bytes = bin.bytes.load(Ordering::Relaxed) as isize + delta;
+            bin.bytes
+                .store(bin_bytes.max(0) as usize, Ordering::Relaxed);
+            if delta >= 0 {
+                self.total_bytes
+                    .fetch_add(delta as usize, Ordering::Relaxed);
+            } else {
+                self.total_bytes
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+        }
+        bin.wake();
+        true
+    }
+
+    /// Mark a bin used by the API (idle TTL).
+    pub fn touch(&self, bin: &Bin) {
+        bin.touch(self.now_s());
+    }
+
+    /// Drop idle bins: unused ones after `unused_ttl`, others after `idle_ttl` without traffic.
+    pub fn purge_expired(&self, idle_ttl: Duration, unused_ttl: Duration) -> usize {
+        let now = self.now_s();
+        let expired: Vec<Arc<str>> = self
+            .bins
+            .iter()
+            .filter(|b| !b.pinned && b.viewers.load(Ordering::Relaxed) == 0)
+            .filter(|b| {
+                let idle = now.saturating_sub(b.last_used_s.load(Ordering::Relaxed));
+                if b.used.load(Ordering::Relaxed) {
+                    idle >= idle_ttl.as_secs()
+                } else {
+                    b.created.elapsed() >= unused_ttl && idle >= unused_ttl.as_secs()
+                }
+            })
+            .map(|b| b.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove(id);
+        }
+        expired.len()
+    }
+}
