@@ -42,6 +42,11 @@ async fn route(
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["bins"]) => create_bin(state, conn, req).await,
         (_, ["bins"]) => Ok(method_not_allowed()),
+        (Method::GET, ["bins", id, "ws"]) => {
+            // Browsers can't set headers on a WebSocket: auth may come as the first message.
+            let bin = state.store.get(id).ok_or_else(ApiError::unknown_bin)?;
+            Ok(crate::live::upgrade(state, bin, req))
+        }
         (_, ["bins", id, rest @ ..]) => {
             let bin = state.store.get(id).ok_or_else(ApiError::unknown_bin)?;
             authorize(&bin, req.headers())?;

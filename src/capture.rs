@@ -198,6 +198,33 @@ impl Delivery {
     }
 }
 
+/// Cap the sizes of a delivery record that came from a client (`delivery_report`).
+pub fn bound_delivery(d: &mut Delivery) {
+    fn cut(s: &mut String, max: usize) {
+        if s.len() > max {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+    }
+    cut(&mut d.target, 2048);
+    cut(&mut d.at, 64);
+    cut(&mut d.via, 16);
+    if let Some(e) = &mut d.error {
+        cut(e, 1024);
+    }
+    if let Some(b) = &mut d.response_body {
+        cut(b, 64 * 1024);
+    }
+    d.response_headers.truncate(100);
+    for (k, v) in &mut d.response_headers {
+        cut(k, 256);
+        cut(v, 4096);
+    }
+}
+
 /// A stored capture. Everything but `deliveries` is immutable after insertion.
 pub struct Capture {
     meta: RequestMeta,

@@ -195,7 +195,7 @@ pub async fn handle(
         let mut shutdown = state.shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(delay)) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
+            () = crate::state::stopping(&mut shutdown) => {}
         }
     }
     resp

@@ -9,6 +9,7 @@
 //! - [`ingest`]: an inbound request becomes a [`capture::Capture`] and gets its answer.
 //! - [`capture`]: the compact capture record and its lazily built JSON.
 //! - [`store`]: bins and their ring buffers (memory backend).
+//! - [`live`]: WebSocket sessions that stream a bin to viewers.
 //! - [`api`]: the REST API; [`inspector`]: the browser pages.
 //! - [`settings`]: per-bin settings and their validation.
 //! - [`signature`]: webhook signature schemes.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod ids;
 pub mod ingest;
 pub mod inspector;
+pub mod live;
 pub mod server;
 pub mod settings;
 pub mod signature;

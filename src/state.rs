@@ -53,6 +53,12 @@ impl AppState {
     }
 }
 
+/// Resolves once shutdown has started.
+pub async fn stopping(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
 /// Most distinct keys a window limiter tracks; beyond it, new keys are refused (bounded memory).
 const LIMITER_KEYS: usize = 100_000;
 

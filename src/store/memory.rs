@@ -57,8 +57,8 @@ struct Ring {
 pub enum Item {
     /// Captures up to this seq were evicted before the viewer read them.
     Evicted(u64),
-    /// A capture and the deliveries it carries for this viewer.
-    Capture(Arc<Capture>),
+    /// A capture and its deliveries that the viewer won't get as events (announced before it joined).
+    Capture(Arc<Capture>, Vec<Arc<Delivery>>),
     /// A bin event.
     Event(BinEvent),
 }
@@ -264,7 +264,7 @@ impl Bin {
             }
             let index = (cursor.seq + 1 - first) as usize;
             match ring.captures.get(index) {
-                Some(c) => out.push(Item::Capture(c.clone())),
+                Some(c) => out.push(Item::Capture(c.clone(), c.deliveries_before(cursor.event))),
                 None => break,
             }
             cursor.seq += 1;

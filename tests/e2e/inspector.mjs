@@ -102,6 +102,17 @@ async function noXss(page, where) {
   check(r.csp.length === 0, `${where}: CSP violations: ${r.csp.join(', ')}`);
 }
 
+// Wait for a locator; on timeout fail with `what` plus whatever the page is telling the user.
+async function waitFor(page, locator, what) {
+  try {
+    await locator.waitFor();
+  } catch {
+    const toasts = await page.$$eval('.toast', (ts) => ts.map((t) => t.textContent)).catch(() => []);
+    const status = await page.textContent('[data-testid=status]').catch(() => '?');
+    fail(`${what} (status: ${JSON.stringify(status)}${toasts.length ? `; messages: ${toasts.map((t) => JSON.stringify(t)).join(', ')}` : ''})`);
+  }
+}
+
 async function texts(page, selector) {
   return page.$$eval(selector, (els) => els.map((e) => e.textContent));
 }
@@ -148,8 +159,7 @@ async function main() {
     check(csp.includes("script-src 'self'"), `inspector page has no strict CSP header (got ${JSON.stringify(csp)})`);
 
     step('wait for status "live"');
-    await page.locator('[data-testid=status]').filter({ hasText: 'live' }).waitFor()
-      .catch(async () => fail(`status never became live: ${JSON.stringify(await page.textContent('[data-testid=status]'))}`));
+    await waitFor(page, page.locator('[data-testid=status]').filter({ hasText: 'live' }), 'status never became live');
     check(!page.url().includes('key='), `the key is still in the address bar: ${page.url()}`);
     const shownInbound = await page.textContent('[data-testid=inbound-url]');
     check(shownInbound === `${origin}/${BIN}`, `inbound URL shows ${JSON.stringify(shownInbound)}`);
@@ -164,7 +174,7 @@ async function main() {
 
     step(`wait for row seq=${seq} to appear live`);
     const row = page.locator(`[data-testid=capture-list] [data-testid=capture-row][data-seq="${seq}"]`);
-    await row.waitFor().catch(() => fail(`row for seq ${seq} did not appear in the live list`));
+    await waitFor(page, row, `row for seq ${seq} did not appear in the live list`);
     const rowText = await row.textContent();
     check(rowText.includes('POST') && rowText.includes('/stripe/events'), `row text looks wrong: ${JSON.stringify(rowText)}`);
     const firstSeq = await page.getAttribute('[data-testid=capture-list] [data-testid=capture-row]', 'data-seq');
@@ -172,7 +182,7 @@ async function main() {
 
     step('select it and check the headers table');
     await row.click();
-    await page.locator('[data-testid=detail-headers]').waitFor();
+    await waitFor(page, page.locator('[data-testid=detail-headers]'), 'no headers table after selecting the row');
     const headerRows = await page.$$eval('[data-testid=detail-headers] tr', (trs) => trs.map((tr) => [tr.cells[0].textContent, tr.cells[1].textContent]));
     check(headerRows.some(([n, v]) => n === 'X-Test-Case' && v === 'Mixed'),
       `headers table has no "X-Test-Case: Mixed" row with that exact case: ${JSON.stringify(headerRows)}`);
@@ -192,7 +202,7 @@ async function main() {
     step('copy as cURL');
     await page.click('[data-testid=copy-curl]');
     const curlBox = page.locator('[data-testid=curl-box] textarea');
-    await curlBox.waitFor();
+    await waitFor(page, curlBox, 'no cURL command shown after "Copy as cURL"');
     const curl = await curlBox.inputValue();
     check(/^curl /.test(curl) && curl.includes('stripe/events'), `cURL command looks wrong: ${JSON.stringify(curl.slice(0, 200))}`);
     const clip = await page.evaluate(() => navigator.clipboard.readText()).catch((e) => `unreadable: ${e.message}`);
@@ -202,21 +212,21 @@ async function main() {
     await page.fill('[data-testid=replay-target]', target.url);
     await page.click('[data-testid=replay]');
     const result = page.locator('[data-testid=replay-result] [data-testid=delivery]');
-    await result.waitFor().catch(async () => fail(`no delivery shown after replay: ${JSON.stringify(await page.textContent('[data-testid=replay-result]'))}`));
+    await waitFor(page, result, `no delivery shown after replay: ${JSON.stringify(await page.textContent('[data-testid=replay-result]'))}`);
     const resultText = await result.textContent();
     check(resultText.includes('200'), `replay result does not show status 200: ${JSON.stringify(resultText.slice(0, 300))}`);
     check(target.received.length >= 1, 'the replay target received nothing');
     const got = target.received[0];
     check(got.body === PAYMENT, `replayed body differs: ${JSON.stringify(got.body)}`);
     check(got.headers.some(([n, v]) => n.toLowerCase() === 'x-test-case' && v === 'Mixed'), 'replayed request lacks X-Test-Case');
-    await page.locator('[data-testid=capture-list] [data-testid=capture-row][data-seq="' + seq + '"] .dl-ok').waitFor()
-      .catch(() => fail('the row has no delivery badge after the replay'));
+    await waitFor(page, page.locator(`[data-testid=capture-list] [data-testid=capture-row][data-seq="${seq}"] .dl-ok`), 'the row has no delivery badge after the replay');
     const remembered = await page.evaluate((b) => localStorage.getItem(`hookrelay.replay.${b}`), BIN);
     check(remembered === target.url, 'replay target was not remembered for the bin');
     checkProblems('after replay');
 
     step(`screenshot ${SHOT}`);
     fs.mkdirSync(path.dirname(path.resolve(SHOT)), { recursive: true });
+    await page.$eval('[data-testid=detail]', (d) => { d.scrollTop = 0; });
     await page.screenshot({ path: SHOT });
 
     // ---------------------------------------------------------- XSS pass
@@ -229,11 +239,11 @@ async function main() {
       body: xssBody,
     });
     const xssRow = page.locator(`[data-testid=capture-list] [data-testid=capture-row][data-seq="${xssSeq}"]`);
-    await xssRow.waitFor().catch(() => fail(`row for XSS seq ${xssSeq} did not appear`));
+    await waitFor(page, xssRow, `row for XSS seq ${xssSeq} did not appear`);
 
     step('open its detail and check the payloads are shown as text');
     await xssRow.click();
-    await page.locator(`[data-testid=detail] [data-testid=detail-headers]`).waitFor();
+    await waitFor(page, page.locator('[data-testid=detail] [data-testid=detail-headers]'), 'no headers table for the XSS capture');
     const xHeaders = await page.$$eval('[data-testid=detail-headers] tr', (trs) => trs.map((tr) => [tr.cells[0].textContent, tr.cells[1].textContent]));
     check(xHeaders.some(([n, v]) => n === 'X-Evil-Img' && v === XSS_IMG), `header value with <img> not shown verbatim: ${JSON.stringify(xHeaders)}`);
     check(xHeaders.some(([n, v]) => n === 'X-Evil-Script' && v === XSS_SCRIPT), 'header value with <script> not shown verbatim');
@@ -250,7 +260,7 @@ async function main() {
     step('replay it to a target that answers with payloads too');
     await page.click('[data-testid=replay]');
     const xResult = page.locator('[data-testid=replay-result] [data-testid=delivery]');
-    await xResult.waitFor();
+    await waitFor(page, xResult, 'no delivery shown after replaying the XSS capture');
     await xResult.locator('summary').click().catch(() => {});
     const xResultText = await xResult.textContent();
     check(xResultText.includes(XSS_IMG), `delivery response body not shown as text: ${JSON.stringify(xResultText.slice(0, 300))}`);

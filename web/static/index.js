@@ -66,7 +66,7 @@ function render() {
     list.append(el('li', { class: 'bin-item', testid: 'bin-item' }, [
       link,
       el('span', { class: 'muted small', text: `${window.location.origin}/${b.id}` }),
-      el('span', { class: 'muted small bin-created', text: b.created ? `created ${fmtDate(b.created)}` : '' }),
+      el('span', { class: 'muted small bin-created', text: b.created ? `added ${fmtDate(b.created)}` : '' }),
       b.key ? null : el('span', { class: 'badge warn-badge', text: 'no key' }),
       remove,
     ]));

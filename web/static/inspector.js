@@ -141,7 +141,7 @@ let settings = null;
 
 const conn = {
   ws: null, attempt: 0, timer: null, epoch: null, lastSeq: 0,
-  pingTimer: null, helloTimer: null, stopped: false,
+  pingTimer: null, helloTimer: null, stopped: false, backlogUntil: 0,
 };
 
 // ---------------------------------------------------------------- key handling
@@ -330,6 +330,10 @@ function onClose(ev) {
       setStatus('error', `error: key rejected (4401${why})`);
       showKeyGate('The key was rejected (close code 4401). Paste the current key for this bin.');
       return;
+    case 4404:
+      conn.stopped = true;
+      setStatus('error', `error: bin deleted (4404${why})`);
+      return;
     case 4429:
       scheduleReconnect(`too many viewers (4429${why})`, 10000);
       return;
@@ -373,6 +377,7 @@ function onMessage(msg, ws) {
     case 'evicted': onEvicted(msg.up_to_seq); break;
     case 'cleared': clearLocal(); toast('All requests were cleared'); break;
     case 'settings': setSettings(msg.settings); break;
+    case 'error': toast(`Server: ${msg.message || msg.error || 'error'}`, 'error'); break;
     default: break; // pong and future message types
   }
 }
@@ -390,6 +395,7 @@ function onHello(msg, ws) {
     if (hadSeq) { connect(); return; }
   }
   conn.attempt = 0;
+  conn.backlogUntil = typeof msg.last_seq === 'number' ? msg.last_seq : 0;
   setStatus('live', paused ? 'live (paused)' : 'live');
   setSettings(msg.settings);
   clearInterval(conn.pingTimer);
@@ -527,6 +533,14 @@ function flush() {
   const list = $('capture-list');
   const frag = document.createDocumentFragment();
   const built = batch.map(buildRow);
+  if (batch.length <= 50) {
+    for (let i = 0; i < built.length; i += 1) {
+      if (batch[i].seq <= conn.backlogUntil) continue; // backlog, not news
+      const r = built[i];
+      r.classList.add('fresh');
+      r.addEventListener('animationend', () => r.classList.remove('fresh'), { once: true });
+    }
+  }
   for (let i = 0; i < batch.length; i += 1) rows.set(batch[i].seq, built[i]);
   for (let i = built.length - 1; i >= 0; i -= 1) frag.append(built[i]);
   list.prepend(frag);
@@ -1258,6 +1272,7 @@ function renderDetail(c) {
   clear(d);
   d.dataset.seq = String(c.seq);
   d.classList.toggle('evicted', !!c.__evicted);
+  const [actions, curlBox] = actionsBar(c);
   const head = el('div', { class: 'detail-head' }, [
     el('div', { class: 'detail-title' }, [
       el('span', { class: `c-method ${methodClass(c.method)}`, text: c.method }),
@@ -1266,12 +1281,13 @@ function renderDetail(c) {
       ]),
       el('span', { class: 'muted seq', text: `#${c.seq}` }),
     ]),
-    el('div', { class: 'evicted-note note warn', text: 'This request was evicted from the server buffer: actions that need the server will fail.' }),
-    ...actionsBar(c),
+    actions,
   ]);
   const dels = section('Deliveries (0)', [el('div', { id: 'deliveries', class: 'deliveries' })], { testid: 'detail-deliveries' });
   append(d, [
     head,
+    el('div', { class: 'evicted-note note warn', text: 'This request was evicted from the server buffer: actions that need the server will fail.' }),
+    curlBox,
     overviewSection(c),
     querySection(c),
     headersSection(c),
