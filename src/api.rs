@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::error::{json_response, ApiError, Body};
+use crate::export;
 use crate::ids;
 use crate::server::router::method_not_allowed;
 use crate::server::ConnInfo;
@@ -59,7 +60,7 @@ async fn route(
 
 async fn bin_route(
     state: &AppState,
-    _conn: &ConnInfo,
+    conn: &ConnInfo,
     bin: Arc<Bin>,
     method: Method,
     rest: &[&str],
@@ -99,6 +100,11 @@ async fn bin_route(
             let capture = bin.get(parse_seq(seq)?).ok_or_else(no_capture)?;
             Ok(json_response(StatusCode::OK, capture.to_json().into()))
         }
+        (Method::POST, ["requests", seq, "replay"]) => {
+            let capture = bin.get(parse_seq(seq)?).ok_or_else(no_capture)?;
+            let body = read_json_body(req).await?;
+            crate::deliver::replay::handle(state, &bin, &capture, &body).await
+        }
         (Method::GET, ["requests", seq, "body"]) => {
             let capture = bin.get(parse_seq(seq)?).ok_or_else(no_capture)?;
             let mut resp = Response::new(Full::new(capture.body()));
@@ -114,9 +120,31 @@ async fn bin_route(
             );
             Ok(resp)
         }
-        (_, [] | ["rotate-key"] | ["requests"] | ["requests", _] | ["requests", _, "body"]) => {
+        (Method::GET, ["requests", seq, "curl"]) => {
+            let capture = bin.get(parse_seq(seq)?).ok_or_else(no_capture)?;
+            export::curl_response(state, conn.tls, req.headers(), req.uri(), &bin, &capture)
+        }
+        (Method::GET, ["export.har"]) => Ok(export::har_response(
+            state,
+            conn.tls,
+            req.headers(),
+            req.uri(),
+            &bin,
+        )),
+        (Method::GET, ["export.ndjson"]) => Ok(export::ndjson_response(&bin)),
+        (Method::GET, ["openapi.json"]) => Ok(export::openapi_response(&bin)),
+        (_, ["requests", _, "curl"] | ["export.har" | "export.ndjson" | "openapi.json"]) => {
             Ok(method_not_allowed())
         }
+        (
+            _,
+            []
+            | ["rotate-key"]
+            | ["requests"]
+            | ["requests", _]
+            | ["requests", _, "body"]
+            | ["requests", _, "replay"],
+        ) => Ok(method_not_allowed()),
         _ => Err(ApiError::not_found("no such API endpoint")),
     }
 }
@@ -214,7 +242,7 @@ async fn create_bin(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let client_ip = crate::ingest::client_addr(state, conn.remote, req.headers()).ip();
-    if let Err(retry) = state.create_limiter.check(client_ip) {
+    if let Err(retry) = state.create_limiter.check(&client_ip) {
         let mut resp = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

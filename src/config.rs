@@ -109,6 +109,17 @@ pub struct ServeArgs {
     /// Idle bins expire after this long.
     #[arg(long, env = "HOOKRELAY_BIN_TTL", default_value = "7d", value_parser = parse_duration)]
     pub bin_ttl: Duration,
+    /// Seqs queued per forward target before `queue_full` is recorded (tests shrink it).
+    #[arg(
+        long,
+        env = "HOOKRELAY_FORWARD_QUEUE",
+        default_value_t = 1000,
+        hide = true
+    )]
+    pub forward_queue: usize,
+    /// First forward retry delay; later ones double (tests shrink it).
+    #[arg(long, env = "HOOKRELAY_FORWARD_BACKOFF", default_value = "1s", value_parser = parse_duration, hide = true)]
+    pub forward_backoff: Duration,
 }
 
 impl ServeArgs {

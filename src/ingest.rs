@@ -95,6 +95,7 @@ pub async fn handle(
                 _permits = permits;
             }
             Err(BodyError::Timeout) => {
+                state.metrics.reject("body_timeout");
                 return ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
@@ -103,6 +104,7 @@ pub async fn handle(
                 .into_response();
             }
             Err(BodyError::Budget) => {
+                state.metrics.reject("memory_budget");
                 return ApiError::unavailable(
                     "server memory budget for request bodies is exhausted; retry later",
                 )
@@ -144,6 +146,19 @@ pub async fn handle(
     // Stored (and viewers woken) before the response exists: a 2xx means the capture is there.
     let inserted = state.store.insert(&bin, builder, meta, extra);
     let seq = inserted.capture.seq;
+    // Queued, never awaited: the sender's answer does not wait on forwarding.
+    crate::deliver::forward::enqueue(state, &bin, seq, &settings);
+    state.metrics.captures.inc();
+    state
+        .metrics
+        .capture_bytes
+        .inc_by(inserted.capture.body_size() as u64);
+    state.metrics.evictions.inc_by(inserted.evicted);
+    if truncated {
+        state.metrics.reject("body_too_large");
+    } else if rejected {
+        state.metrics.reject("invalid_signature");
+    }
 
     let mut resp = if truncated {
         let mut r = ApiError::new(

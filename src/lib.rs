@@ -11,8 +11,11 @@
 //! - [`store`]: bins and their ring buffers (memory backend).
 //! - [`live`]: WebSocket sessions that stream a bin to viewers.
 //! - [`api`]: the REST API; [`inspector`]: the browser pages.
+//! - [`deliver`]: replay, auto-forward (with the SSRF guard) and the `listen` relay client.
+//! - [`export`]: copy-as-cURL, HAR, NDJSON and OpenAPI exports of a bin's buffer.
 //! - [`settings`]: per-bin settings and their validation.
 //! - [`signature`]: webhook signature schemes.
+//! - [`metrics`]: Prometheus counters.
 //! - [`ids`]: bin ids and keys; [`state`]: shared state; [`error`]: JSON errors.
 
 #![forbid(unsafe_code)]
@@ -21,11 +24,14 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod deliver;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod ingest;
 pub mod inspector;
 pub mod live;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod signature;

@@ -161,6 +161,7 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
         return close(ws, 4429, "too many viewers for this bin").await;
     }
     let _slot = ViewerSlot(bin.clone());
+    let _counted = crate::metrics::GaugeGuard::new(&state.metrics.viewers);
     let mut wake = bin.subscribe();
     let info = bin.info();
     let hello = serde_json::json!({
@@ -240,7 +241,7 @@ fn handle_client(state: &AppState, bin: &Bin, text: &str) -> Option<String> {
         Ok(ClientMessage::DeliveryReport { seq, mut delivery }) => {
             delivery.via = "listen".into();
             crate::capture::bound_delivery(&mut delivery);
-            if !state.store.add_delivery(bin, seq, delivery) {
+            if !state.record_delivery(bin, seq, delivery) {
                 return Some(error_frame(
                     "unknown_seq",
                     "no capture with this seq in the buffer",

@@ -1,5 +1,6 @@
 //! Shared server state: a cheap `Clone` handle over `Arc<Shared>`.
 
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +24,17 @@ pub struct Shared {
     /// When the server started.
     pub started: Instant,
     /// Bin creations per IP in the current minute.
-    pub create_limiter: WindowLimiter,
+    pub create_limiter: WindowLimiter<IpAddr>,
+    /// Inbound requests per IP per second (`--rate-limit-ip`).
+    pub ip_limiter: Option<WindowLimiter<IpAddr>>,
+    /// Inbound requests per bin per second (`--rate-limit-bin`).
+    pub bin_limiter: Option<WindowLimiter<Arc<str>>>,
+    /// Prometheus counters.
+    pub metrics: crate::metrics::Metrics,
     /// Our own listening addresses (never forward targets).
     pub own_addrs: Vec<SocketAddr>,
+    /// Outbound client, SSRF policy and forward queues.
+    pub deliver: crate::deliver::Deliverer,
 }
 
 /// Handle to the shared state.
@@ -40,6 +49,23 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Store a delivery attempt on its capture, stream it, and count it by outcome.
+    pub fn record_delivery(
+        &self,
+        bin: &crate::store::Bin,
+        seq: u64,
+        delivery: crate::capture::Delivery,
+    ) -> bool {
+        let outcome = match (delivery.status, delivery.error.as_deref()) {
+            (_, Some("queue_full")) => "queue_full",
+            (Some(s), _) if (200..300).contains(&s) => "ok",
+            (Some(_), _) => "http_error",
+            (None, _) => "error",
+        };
+        self.metrics.delivery(outcome);
+        self.store.add_delivery(bin, seq, delivery)
+    }
+
     /// Base URL for links: --public-url, else the request's Host, else the listen address.
     pub fn base_url(&self, host: Option<&str>, tls: bool) -> String {
         if let Some(url) = &self.cfg.public_url {
@@ -63,14 +89,14 @@ pub async fn stopping(rx: &mut watch::Receiver<bool>) {
 const LIMITER_KEYS: usize = 100_000;
 
 /// A fixed-window counter per key (e.g. bin creations per IP per minute).
-pub struct WindowLimiter {
+pub struct WindowLimiter<K: Hash + Eq> {
     window_s: u64,
     limit: u32,
     started: Instant,
-    counts: DashMap<IpAddr, (u64, u32)>,
+    counts: DashMap<K, (u64, u32)>,
 }
 
-impl WindowLimiter {
+impl<K: Hash + Eq + Clone> WindowLimiter<K> {
     /// `limit` events per `window_s` seconds per key.
     pub fn new(limit: u32, window_s: u64) -> Self {
         WindowLimiter {
@@ -82,17 +108,17 @@ impl WindowLimiter {
     }
 
     /// Count one event; Err(seconds until the window resets) when over the limit.
-    pub fn check(&self, key: IpAddr) -> Result<(), u64> {
+    pub fn check(&self, key: &K) -> Result<(), u64> {
         let now = self.started.elapsed().as_secs();
         let window = now / self.window_s;
         let retry = self.window_s - now % self.window_s;
-        if self.counts.len() >= LIMITER_KEYS && !self.counts.contains_key(&key) {
+        if self.counts.len() >= LIMITER_KEYS && !self.counts.contains_key(key) {
             self.purge();
             if self.counts.len() >= LIMITER_KEYS {
                 return Err(retry);
             }
         }
-        let mut entry = self.counts.entry(key).or_insert((window, 0));
+        let mut entry = self.counts.entry(key.clone()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }

@@ -42,7 +42,11 @@ pub struct Refusal(pub String);
 
 impl Policy {
     /// Build from `--forward-allow` entries, the listen address and our own listener addresses.
-    pub fn new(entries: &[String], listen: SocketAddr, own: &[SocketAddr]) -> Result<Policy, Error> {
+    pub fn new(
+        entries: &[String],
+        listen: SocketAddr,
+        own: &[SocketAddr],
+    ) -> Result<Policy, Error> {
         let allow = entries
             .iter()
             .map(|e| e.trim())
@@ -61,7 +65,9 @@ impl Policy {
         let ip = canonical(addr.ip());
         let addr = SocketAddr::new(ip, addr.port());
         if ip.is_unspecified() {
-            return Err(Refusal(format!("{ip} is the unspecified address; never a valid target")));
+            return Err(Refusal(format!(
+                "{ip} is the unspecified address; never a valid target"
+            )));
         }
         if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return Err(Refusal(format!("{ip} is not a unicast address")));
@@ -85,7 +91,9 @@ impl Policy {
         if allowed {
             Ok(())
         } else {
-            Err(Refusal(format!("{ip} is {class}; not allowed by --forward-allow")))
+            Err(Refusal(format!(
+                "{ip} is {class}; not allowed by --forward-allow"
+            )))
         }
     }
 
@@ -193,13 +201,25 @@ fn contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
 
 /// Special (non-public) IPv4 ranges: (network, prefix, description).
 const V4_SPECIAL: &[(Ipv4Addr, u8, &str)] = &[
-    (Ipv4Addr::new(0, 0, 0, 0), 8, "in the reserved \"this network\" range"),
+    (
+        Ipv4Addr::new(0, 0, 0, 0),
+        8,
+        "in the reserved \"this network\" range",
+    ),
     (Ipv4Addr::new(10, 0, 0, 0), 8, "private"),
-    (Ipv4Addr::new(100, 64, 0, 0), 10, "in the shared (CGNAT) address space"),
+    (
+        Ipv4Addr::new(100, 64, 0, 0),
+        10,
+        "in the shared (CGNAT) address space",
+    ),
     (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
     (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local"),
     (Ipv4Addr::new(172, 16, 0, 0), 12, "private"),
-    (Ipv4Addr::new(192, 0, 0, 0), 24, "reserved (IETF protocol assignments)"),
+    (
+        Ipv4Addr::new(192, 0, 0, 0),
+        24,
+        "reserved (IETF protocol assignments)",
+    ),
     (Ipv4Addr::new(192, 168, 0, 0), 16, "private"),
     (Ipv4Addr::new(198, 18, 0, 0), 15, "reserved (benchmarking)"),
     (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved"),
@@ -208,10 +228,26 @@ const V4_SPECIAL: &[(Ipv4Addr, u8, &str)] = &[
 /// Special (non-public) IPv6 ranges.
 const V6_SPECIAL: &[(Ipv6Addr, u8, &str)] = &[
     (Ipv6Addr::LOCALHOST, 128, "loopback"),
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "an IPv4-compatible (deprecated) address"),
-    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96, "a NAT64 address"),
-    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, "a 6to4 address"),
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "private (unique local)"),
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
+        96,
+        "an IPv4-compatible (deprecated) address",
+    ),
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0),
+        96,
+        "a NAT64 address",
+    ),
+    (
+        Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0),
+        16,
+        "a 6to4 address",
+    ),
+    (
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+        "private (unique local)",
+    ),
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
 ];
 
@@ -250,22 +286,59 @@ mod tests {
         let p = policy(&[], "127.0.0.1:8080", &["127.0.0.1:8080"]);
         assert!(p.check("127.0.0.1", sa("127.0.0.1:3000")).is_ok());
         assert!(p.check("localhost", sa("[::1]:3000")).is_ok());
-        let e = p.check("169.254.169.254", sa("169.254.169.254:80")).unwrap_err();
-        assert_eq!(e.0, "169.254.169.254 is link-local; not allowed by --forward-allow");
-        assert!(p.check("10.0.0.1", sa("10.0.0.1:80")).unwrap_err().0.contains("private"));
-        assert!(p.check("x", sa("100.64.1.1:80")).unwrap_err().0.contains("CGNAT"));
-        assert!(p.check("x", sa("[fd00:ec2::254]:80")).unwrap_err().0.contains("unique local"));
-        assert!(p.check("x", sa("[fe80::1]:80")).unwrap_err().0.contains("link-local"));
-        assert!(p.check("x", sa("93.184.216.34:80")).unwrap_err().0.contains("public"));
+        let e = p
+            .check("169.254.169.254", sa("169.254.169.254:80"))
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            "169.254.169.254 is link-local; not allowed by --forward-allow"
+        );
+        assert!(p
+            .check("10.0.0.1", sa("10.0.0.1:80"))
+            .unwrap_err()
+            .0
+            .contains("private"));
+        assert!(p
+            .check("x", sa("100.64.1.1:80"))
+            .unwrap_err()
+            .0
+            .contains("CGNAT"));
+        assert!(p
+            .check("x", sa("[fd00:ec2::254]:80"))
+            .unwrap_err()
+            .0
+            .contains("unique local"));
+        assert!(p
+            .check("x", sa("[fe80::1]:80"))
+            .unwrap_err()
+            .0
+            .contains("link-local"));
+        assert!(p
+            .check("x", sa("93.184.216.34:80"))
+            .unwrap_err()
+            .0
+            .contains("public"));
     }
 
     #[test]
     fn mapped_unspecified_and_own_are_refused() {
-        let p = policy(&["0.0.0.0/0", "::/0"], "127.0.0.1:8080", &["127.0.0.1:8080"]);
+        let p = policy(
+            &["0.0.0.0/0", "::/0"],
+            "127.0.0.1:8080",
+            &["127.0.0.1:8080"],
+        );
         let e = p.check("x", sa("[::ffff:169.254.169.254]:80")).unwrap_err();
         assert!(e.0.starts_with("169.254.169.254 is link-local"), "{}", e.0);
-        assert!(p.check("x", sa("0.0.0.0:1")).unwrap_err().0.contains("unspecified"));
-        assert!(p.check("x", sa("[::]:1")).unwrap_err().0.contains("unspecified"));
+        assert!(p
+            .check("x", sa("0.0.0.0:1"))
+            .unwrap_err()
+            .0
+            .contains("unspecified"));
+        assert!(p
+            .check("x", sa("[::]:1"))
+            .unwrap_err()
+            .0
+            .contains("unspecified"));
         assert!(p.check("x", sa("[::ffff:0.0.0.0]:1")).is_err());
         let e = p.check("localhost", sa("127.0.0.1:8080")).unwrap_err();
         assert!(e.0.contains("own listener"), "{}", e.0);

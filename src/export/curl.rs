@@ -6,63 +6,35 @@
 //! with empty `-H 'Name:'` arguments whenever the capture did not carry them.
 
 use base64::Engine;
-use http::{Method, Uri, Version};
+use http::{Method, Version};
 
 use crate::capture::Capture;
+use crate::deliver::join_target;
 
 use super::is_unreplayable_header;
 
 /// Bodies up to this size (valid, printable UTF-8) are inlined; larger ones go through base64.
 pub const INLINE_BODY_LIMIT: usize = 64 * 1024;
 
-/// Check a `?target=` URL: absolute `http(s)://host…`, no fragment, nothing to trip a shell reader.
-pub fn check_target(target: &str) -> Result<String, &'static str> {
-    let t = target.trim();
-    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain spaces or control characters");
-    }
-    if t.contains('#') {
-        return Err("must not contain a #fragment");
-    }
-    let uri: Uri = t.parse().map_err(|_| "not a valid URL")?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.authority().is_some() => Ok(t.to_string()),
-        _ => Err("must be an absolute http:// or https:// URL"),
-    }
-}
-
-/// The URL the command sends to: `base` + the capture's path suffix + its query, verbatim.
-pub fn target_url(base: &str, capture: &Capture) -> String {
-    let (base_path, base_query) = match base.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (base, None),
-    };
-    let suffix = capture.path_suffix();
-    let mut url = if suffix.is_empty() {
-        base_path.to_string()
-    } else {
-        format!("{}{suffix}", base_path.trim_end_matches('/'))
-    };
-    let query: Vec<&str> = [base_query, capture.query()]
-        .into_iter()
-        .flatten()
-        .filter(|q| !q.is_empty())
-        .collect();
-    // A captured bare `?` (empty query) is kept: the path must be reproduced verbatim.
-    if !query.is_empty() || capture.query().is_some() {
+/// The URL the command sends to: `base` + the capture's path suffix + its query, verbatim
+/// (joined as replay and forward join them); `Err` names what is wrong with `base`.
+pub fn target_url(base: &str, capture: &Capture) -> Result<String, String> {
+    let mut url = join_target(base, capture.path_suffix(), capture.query())?.to_string();
+    // A captured bare `?` is part of the request target too.
+    if capture.query() == Some("") && !url.contains('?') {
         url.push('?');
-        url.push_str(&query.join("&"));
     }
-    url
+    Ok(url)
 }
 
 /// The shell command (with a trailing newline) that sends `capture` to `base` (see [`target_url`]).
-pub fn command(capture: &Capture, base: &str) -> String {
+pub fn command(capture: &Capture, base: &str) -> Result<String, String> {
+    let url = target_url(base, capture)?;
     let body = capture.body();
     let method = capture.method();
     // An explicit `Content-Length: 0` is reproduced too (curl only sends one with data).
-    let send_body = !body.is_empty()
-        || (capture.meta().declared_length.is_some() && method != Method::HEAD);
+    let send_body =
+        !body.is_empty() || (capture.meta().declared_length.is_some() && method != Method::HEAD);
     let inline = inline_body(&body);
     let mut out = String::new();
     if capture.truncated() {
@@ -93,7 +65,7 @@ pub fn command(capture: &Capture, base: &str) -> String {
             out.push_str(&quote(method.as_str().as_bytes()));
         }
     }
-    let mut lines = vec![quote(target_url(base, capture).as_bytes())];
+    let mut lines = vec![quote(url.as_bytes())];
     let has = |name: &str| capture.header(name).is_some();
     for (name, value) in capture.headers() {
         if is_unreplayable_header(name) {
@@ -132,7 +104,7 @@ pub fn command(capture: &Capture, base: &str) -> String {
         out.push_str(&line);
     }
     out.push('\n');
-    out
+    Ok(out)
 }
 
 /// The body as an inline argument, if that is safe and readable: printable UTF-8 with no NUL,
@@ -143,9 +115,9 @@ fn inline_body(body: &[u8]) -> Option<&str> {
     }
     let text = std::str::from_utf8(body).ok()?;
     let bytes = text.as_bytes();
-    let ok = text.char_indices().all(|(i, c)| {
-        c == '\n' || (c == '\r' && bytes.get(i + 1) == Some(&b'\n')) || printable(c)
-    });
+    let ok = text
+        .char_indices()
+        .all(|(i, c)| c == '\n' || (c == '\r' && bytes.get(i + 1) == Some(&b'\n')) || printable(c));
     ok.then_some(text)
 }
 
@@ -165,7 +137,7 @@ pub fn quote(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);
     let mut open = false;
     let mut raw: Vec<u8> = Vec::new();
-    let mut flush_raw = |out: &mut String, raw: &mut Vec<u8>| {
+    let flush_raw = |out: &mut String, raw: &mut Vec<u8>| {
         if !raw.is_empty() {
             out.push_str("\"$(printf '");
             for b in raw.iter() {
@@ -252,7 +224,10 @@ mod tests {
         for case in cases {
             let word = quote(case);
             assert_eq!(sh_value(&word), *case, "word {word}");
-            assert!(!word.contains('\u{1b}') && !word.contains('\u{202e}'), "{word}");
+            assert!(
+                !word.contains('\u{1b}') && !word.contains('\u{202e}'),
+                "{word}"
+            );
         }
     }
 
@@ -283,7 +258,7 @@ mod tests {
             b"{\"a\":1}",
             3,
         );
-        let cmd = command(&c, "http://127.0.0.1:9/bin1");
+        let cmd = command(&c, "http://127.0.0.1:9/bin1").unwrap();
         let expected = "curl --http1.1 -g --path-as-is \\\n  \
             'http://127.0.0.1:9/bin1/stripe/events?a=1&b=[2]' \\\n  \
             -H 'content-Type: application/json' \\\n  \
@@ -300,20 +275,26 @@ mod tests {
     #[test]
     fn command_method_flags() {
         let get = capture("GET", "", None, &[(b"User-Agent", b"x")], b"", 1);
-        let cmd = command(&get, "http://h/bin1");
+        let cmd = command(&get, "http://h/bin1").unwrap();
         assert!(!cmd.contains(" -X ") && !cmd.contains("--data"), "{cmd}");
-        assert!(!cmd.contains("User-Agent:'"), "captured UA is sent, not suppressed");
+        assert!(
+            !cmd.contains("User-Agent:'"),
+            "captured UA is sent, not suppressed"
+        );
         let head = capture("HEAD", "", None, &[], b"", 1);
-        let head_cmd = command(&head, "http://h/bin1");
+        let head_cmd = command(&head, "http://h/bin1").unwrap();
         assert!(head_cmd.contains(" --head"), "{head_cmd}");
         let put = capture("PUT", "/x", None, &[], b"data", 1);
-        let cmd = command(&put, "http://h/bin1");
+        let cmd = command(&put, "http://h/bin1").unwrap();
         assert!(cmd.contains(" -X 'PUT'"), "{cmd}");
         assert!(cmd.contains("-H 'Content-Type:'"), "{cmd}");
         // Content-Length: 0 POST sends an empty body explicitly.
-        let empty = capture("POST", "", None, &[], b"", 1);
-        let cmd = command(&empty, "http://h/bin1");
-        assert!(cmd.contains("--data-binary ''") && !cmd.contains(" -X "), "{cmd}");
+        let empty = capture("POST", "", None, &[(b"Content-Length", b"0")], b"", 1);
+        let cmd = command(&empty, "http://h/bin1").unwrap();
+        assert!(
+            cmd.contains("--data-binary ''") && !cmd.contains(" -X "),
+            "{cmd}"
+        );
     }
 
     #[test]
@@ -324,7 +305,7 @@ mod tests {
         let ctrl = b"text with \x1b[2J escape";
         for body in [&png[..], &at[..], &big[..], &ctrl[..]] {
             let c = capture("POST", "", None, &[], body, 1);
-            let cmd = command(&c, "http://h/bin1");
+            let cmd = command(&c, "http://h/bin1").unwrap();
             let b64 = base64::engine::general_purpose::STANDARD.encode(body);
             assert!(
                 cmd.starts_with(&format!("printf '%s' '{b64}' | base64 -d | curl ")),
@@ -334,15 +315,18 @@ mod tests {
         }
         let fits = vec![b'a'; INLINE_BODY_LIMIT];
         let c = capture("POST", "", None, &[], &fits, 1);
-        assert!(command(&c, "http://h/bin1").starts_with("curl "));
+        assert!(command(&c, "http://h/bin1").unwrap().starts_with("curl "));
     }
 
     #[test]
     fn non_utf8_header_values_are_reproduced() {
         let c = capture("GET", "", None, &[(b"X-Bin", b"a\xffb'c")], b"", 1);
-        let cmd = command(&c, "http://h/bin1");
+        let cmd = command(&c, "http://h/bin1").unwrap();
         let line = cmd.lines().find(|l| l.contains("X-Bin")).unwrap();
-        let word = line.trim().trim_start_matches("-H ").trim_end_matches(" \\");
+        let word = line
+            .trim()
+            .trim_start_matches("-H ")
+            .trim_end_matches(" \\");
         assert_eq!(sh_value(word), b"X-Bin: a\xffb'c");
         assert!(cmd.is_ascii());
     }
@@ -350,21 +334,19 @@ mod tests {
     #[test]
     fn target_url_joins_path_suffix_and_queries() {
         let c = capture("POST", "/a/../b", Some("x=1"), &[], b"", 1);
-        assert_eq!(target_url("http://h:1/bin1", &c), "http://h:1/bin1/a/../b?x=1");
-        assert_eq!(target_url("http://h:1/hook/", &c), "http://h:1/hook/a/../b?x=1");
-        assert_eq!(target_url("http://h:1/hook?k=v", &c), "http://h:1/hook/a/../b?k=v&x=1");
+        let url = |base: &str, c: &Capture| target_url(base, c).unwrap();
+        assert_eq!(url("http://h:1/bin1", &c), "http://h:1/bin1/a/../b?x=1");
+        assert_eq!(url("http://h:1/hook/", &c), "http://h:1/hook/a/../b?x=1");
+        assert_eq!(
+            url("http://h:1/hook?k=v", &c),
+            "http://h:1/hook/a/../b?k=v&x=1"
+        );
         let root = capture("POST", "", None, &[], b"", 1);
-        assert_eq!(target_url("http://h:1/", &root), "http://h:1/");
+        assert_eq!(url("http://h:1/", &root), "http://h:1/");
         let bare = capture("POST", "", Some(""), &[], b"", 1);
-        assert_eq!(target_url("http://h:1/bin1", &bare), "http://h:1/bin1?");
-    }
-
-    #[test]
-    fn targets_are_checked() {
-        assert!(check_target("http://127.0.0.1:3000/hook").is_ok());
-        assert!(check_target("https://example.com").is_ok());
-        for bad in ["ftp://x/", "/relative", "http://a b/", "http://x/#frag", "x", "file:///etc"] {
-            assert!(check_target(bad).is_err(), "{bad}");
+        assert_eq!(url("http://h:1/bin1", &bare), "http://h:1/bin1?");
+        for bad in ["ftp://x/", "/relative", "http://a b/", "x", "file:///etc"] {
+            assert!(target_url(bad, &root).is_err(), "{bad}");
         }
     }
 }

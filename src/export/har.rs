@@ -174,19 +174,29 @@ mod tests {
         assert_eq!(req["method"], "POST");
         assert_eq!(req["url"], "http://hooks.test:8080/bin1/hook?a=1&b=x%20y");
         assert_eq!(req["httpVersion"], "HTTP/1.1");
-        assert_eq!(req["headers"][2], json!({"name": "Cookie", "value": "sid=abc; theme=dark"}));
+        assert_eq!(
+            req["headers"][2],
+            json!({"name": "Cookie", "value": "sid=abc; theme=dark"})
+        );
         assert_eq!(req["cookies"][1], json!({"name": "theme", "value": "dark"}));
         assert_eq!(req["queryString"][1], json!({"name": "b", "value": "x y"}));
         assert_eq!(req["postData"]["mimeType"], "application/json");
         assert_eq!(req["postData"]["text"], "{\"a\":1}");
         assert_eq!(req["bodySize"], 7);
         // "POST /bin1/hook?a=1&b=x%20y HTTP/1.1\r\n" + headers + "\r\n"
-        let expected = 39 + (4 + 2 + 15 + 2) + (12 + 2 + 16 + 2) + (6 + 2 + 19 + 2) + 2;
+        let expected = 38 + (4 + 2 + 15 + 2) + (12 + 2 + 16 + 2) + (6 + 2 + 19 + 2) + 2;
         assert_eq!(req["headersSize"], expected);
         let resp = &e["response"];
         assert_eq!(resp["status"], 200);
         assert_eq!(resp["statusText"], "OK");
-        for key in ["cookies", "headers", "content", "redirectURL", "headersSize", "bodySize"] {
+        for key in [
+            "cookies",
+            "headers",
+            "content",
+            "redirectURL",
+            "headersSize",
+            "bodySize",
+        ] {
             assert!(!resp[key].is_null(), "{key}");
         }
         assert!(e["cache"].is_object());

@@ -16,28 +16,16 @@ use http_body_util::Full;
 
 use crate::api::form_pairs;
 use crate::capture::Capture;
+use crate::deliver::{excluded_header, SEQ_HEADER};
 use crate::error::{ApiError, Body};
 use crate::state::AppState;
 use crate::store::Bin;
 
-/// Whether a captured header is never re-sent when a capture is reproduced (replay, cURL):
-/// `Host` and `Content-Length` are the new request's own, `Expect` would change the exchange,
-/// and hop-by-hop headers belong to the original connection only (RFC 9110 §7.6.1).
+/// Whether a captured header is left out when a capture is reproduced: the replay rules
+/// (hop-by-hop, `Host`, `Expect`, `Content-Length`), except that a captured `X-Hookrelay-Seq`
+/// is kept, because an export adds no fresh one of its own.
 pub fn is_unreplayable_header(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 8] = [
-        b"host",
-        b"content-length",
-        b"expect",
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"te",
-        b"upgrade",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
-        || name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+    excluded_header(name) && !name.eq_ignore_ascii_case(SEQ_HEADER.as_bytes())
 }
 
 /// `GET …/requests/<seq>/curl[?target=URL]`: a shell command reproducing the capture.
@@ -54,11 +42,12 @@ pub fn curl_response(
         .find(|(k, _)| k == "target")
         .map(|(_, v)| v);
     let base = match target {
-        Some(t) => curl::check_target(&t)
-            .map_err(|why| ApiError::bad_request("invalid_target", format!("target: {why}")))?,
+        Some(t) => t,
         None => format!("{}/{}", base_url(state, tls, headers, uri), bin.id),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(curl::command(capture, &base))));
+    let command = curl::command(capture, &base)
+        .map_err(|why| ApiError::bad_request("invalid_target", format!("target: {why}")))?;
+    let mut resp = Response::new(Full::new(Bytes::from(command)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -159,6 +148,11 @@ pub(crate) mod testutil {
         seq: u64,
     ) -> Arc<Capture> {
         let path = format!("/bin1{path_suffix}");
+        // As ingest does: only a sent Content-Length counts as declared.
+        let declared_length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
         let mut b = CaptureBuilder::new(
             &path,
             query,
@@ -174,7 +168,7 @@ pub(crate) mod testutil {
             tls: false,
             remote_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
             headers_exact: true,
-            declared_length: Some(body.len() as u64),
+            declared_length,
         };
         let extra = CaptureExtra {
             truncated: false,
@@ -183,6 +177,9 @@ pub(crate) mod testutil {
         };
         Arc::new(b.finish(meta, extra, seq))
     }
+
+    /// The payment.success example body (as in tests/common).
+    pub const PAYMENT: &str = r#"{"event":"payment.success","orderId":"1312312","amount":738.05,"currency":"USD","timestamp":"1758613403"}"#;
 
     /// A JSON POST capture.
     pub fn json_post(body: &str, seq: u64) -> Arc<Capture> {
@@ -217,7 +214,13 @@ mod tests {
         ] {
             assert!(is_unreplayable_header(name.as_bytes()), "{name}");
         }
-        for name in ["Content-Type", "X-Proxy", "Accept", "Tea", "User-Agent"] {
+        for name in [
+            "Content-Type",
+            "X-Proxy",
+            "Accept",
+            "Tea",
+            "X-Hookrelay-Seq",
+        ] {
             assert!(!is_unreplayable_header(name.as_bytes()), "{name}");
         }
     }

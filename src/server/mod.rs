@@ -107,8 +107,13 @@ impl Server {
         let budget = usize::try_from(cfg.max_memory)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
+        let deliver = crate::deliver::Deliverer::new(&cfg, &own_addrs)?;
         let shared = Shared {
+            deliver,
             create_limiter: WindowLimiter::new(cfg.bin_create_limit, 60),
+            ip_limiter: cfg.rate_limit_ip.map(|n| WindowLimiter::new(n, 1)),
+            bin_limiter: cfg.rate_limit_bin.map(|n| WindowLimiter::new(n, 1)),
+            metrics: crate::metrics::Metrics::new(),
             body_budget: Arc::new(Semaphore::new(budget)),
             store,
             shutdown: shutdown_rx,
@@ -225,6 +230,7 @@ impl Server {
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 tracing::debug!(%remote, "connection refused: --max-connections reached");
+                state.metrics.reject("max_connections");
                 drop(stream);
                 continue;
             };
@@ -235,6 +241,7 @@ impl Server {
             let acceptor = acceptor.clone().filter(|_| is_tls);
             tokio::spawn(async move {
                 let _permit = permit;
+                let _open = crate::metrics::GaugeGuard::new(&state.metrics.connections);
                 let tap = HeadTap::new();
                 match acceptor {
                     None => {
@@ -332,6 +339,12 @@ async fn purge_loop(state: AppState) {
             tracing::info!(removed, "expired idle bins");
         }
         state.create_limiter.purge();
+        if let Some(l) = &state.ip_limiter {
+            l.purge();
+        }
+        if let Some(l) = &state.bin_limiter {
+            l.purge();
+        }
     }
 }
 

@@ -31,10 +31,18 @@ pub async fn handle(state: AppState, conn: ConnInfo, req: Request<Incoming>) -> 
         "favicon.ico" => empty(StatusCode::NO_CONTENT),
         "robots.txt" => text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
         "api" => api::handle(&state, &conn, Request::from_parts(parts, body)).await,
-        "metrics" => ApiError::not_found("metrics are not enabled in this build").into_response(),
+        "metrics" => metrics(&state, &parts.method),
+        #[cfg(feature = "test-hooks")]
+        "__panic" => panic!("test-hooks: deliberate panic inside a connection task"),
         id => match state.store.get(id) {
-            Some(bin) => ingest::handle(&state, &conn, bin, parts, body, raw).await,
-            None => ApiError::unknown_bin().into_response(),
+            Some(bin) => match rate_limited(&state, &conn, &parts, &bin.id) {
+                Some(resp) => resp,
+                None => ingest::handle(&state, &conn, bin, parts, body, raw).await,
+            },
+            None => {
+                state.metrics.reject("unknown_bin");
+                ApiError::unknown_bin().into_response()
+            }
         },
     };
     secure(&mut resp);
@@ -58,6 +66,45 @@ fn secure(resp: &mut Response<Body>) {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+}
+
+/// `--rate-limit-ip` / `--rate-limit-bin`: 429 with Retry-After, not captured.
+fn rate_limited(
+    state: &AppState,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    bin: &std::sync::Arc<str>,
+) -> Option<Response<Body>> {
+    let ip_over = state.ip_limiter.as_ref().and_then(|l| {
+        let ip = crate::ingest::client_addr(state, conn.remote, &parts.headers).ip();
+        l.check(&ip).err()
+    });
+    let over = ip_over.or_else(|| state.bin_limiter.as_ref().and_then(|l| l.check(bin).err()))?;
+    state.metrics.reject("rate_limited");
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests; slow down",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(over));
+    Some(resp)
+}
+
+fn metrics(state: &AppState, method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed();
+    }
+    let mut resp = text(
+        StatusCode::OK,
+        state.metrics.render(state.store.total_bytes()),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 fn healthz(state: &AppState, method: &Method) -> Response<Body> {

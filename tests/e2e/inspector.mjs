@@ -117,6 +117,8 @@ async function texts(page, selector) {
   return page.$$eval(selector, (els) => els.map((e) => e.textContent));
 }
 
+let currentPage = null; // for a screenshot when a step fails
+
 async function main() {
   const exe = findChromium();
   const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hookrelay-e2e-'));
@@ -142,6 +144,7 @@ async function main() {
       });
     });
     const page = context.pages()[0] || await context.newPage();
+    currentPage = page;
     page.on('dialog', async (d) => {
       problems.push(`unexpected ${d.type()} dialog: ${JSON.stringify(d.message())}`);
       await d.dismiss().catch(() => {});
@@ -290,6 +293,17 @@ async function main() {
     await noXss(page, 'end');
     checkProblems('end');
     console.log(`[e2e] PASS — ${stepNo} steps; screenshots: ${SHOT}, ${stem}-dark${ext}, ${stem}-narrow${ext}`);
+  } catch (e) {
+    if (currentPage) {
+      const ext = path.extname(SHOT) || '.png';
+      const failShot = `${SHOT.slice(0, SHOT.length - path.extname(SHOT).length)}-failure${ext}`;
+      try {
+        fs.mkdirSync(path.dirname(path.resolve(failShot)), { recursive: true });
+        await currentPage.screenshot({ path: failShot, timeout: 5000 });
+        console.error(`[e2e] screenshot of the failure: ${failShot}`);
+      } catch { /* the page may be gone */ }
+    }
+    throw e;
   } finally {
     if (context) await context.close().catch(() => {});
     target.srv.close();

@@ -138,6 +138,7 @@ let selected = null;        // { capture, row }
 let filterText = '';
 let searchMode = false;
 let settings = null;
+let selfClearUntil = 0;     // our own Clear: don't announce the `cleared` event too
 
 const conn = {
   ws: null, attempt: 0, timer: null, epoch: null, lastSeq: 0,
@@ -375,7 +376,10 @@ function onMessage(msg, ws) {
     case 'capture': if (msg.capture) onCapture(msg.capture); break;
     case 'delivery': onDelivery(msg.seq, msg.delivery); break;
     case 'evicted': onEvicted(msg.up_to_seq); break;
-    case 'cleared': clearLocal(); toast('All requests were cleared'); break;
+    case 'cleared':
+      clearLocal();
+      if (Date.now() > selfClearUntil) toast('All requests were cleared (by another viewer or client)');
+      break;
     case 'settings': setSettings(msg.settings); break;
     case 'error': toast(`Server: ${msg.message || msg.error || 'error'}`, 'error'); break;
     default: break; // pong and future message types
@@ -500,13 +504,15 @@ function buildRow(c) {
   }, [
     el('span', { class: `c-method ${methodClass(c.method)}`, text: c.method }),
     el('span', { class: 'c-path' }, [
-      pathSuffix(c),
-      c.query ? el('span', { class: 'c-query', text: `?${c.query}` }) : null,
+      el('span', { class: 'c-path-text' }, [
+        pathSuffix(c),
+        c.query ? el('span', { class: 'c-query', text: `?${c.query}` }) : null,
+      ]),
+      el('span', { class: 'c-badges' }, [sigBadge(c), deliveryBadge(c)]),
     ]),
     el('span', { class: `c-status ${statusClass(status)}`, text: status ?? '' }),
     el('span', { class: 'c-size', text: `${fmtSize(c.body_size)}${c.truncated ? '+' : ''}` }),
     el('span', { class: 'c-time', text: fmtClock(c.received_at) }),
-    el('span', { class: 'c-badges' }, [sigBadge(c), deliveryBadge(c)]),
   ]);
   rowCapture.set(row, c);
   if (filterText) row.hidden = !matches(c, filterText);
@@ -909,29 +915,27 @@ function section(title, content, opts = {}) {
 }
 
 function overviewSection(c) {
-  const yesNo = (v) => (v ? 'yes' : 'no');
-  const pairs = [
+  // [label, value, class, wide]
+  const items = [
+    ['URL', `${c.path ?? ''}${c.query ? `?${c.query}` : ''}`, '', true],
+    ['Received', `${c.received_at ?? ''}${fmtLocal(c.received_at) ? `  (${fmtLocal(c.received_at)})` : ''}`, '', true],
     ['Method', c.method],
-    ['URL', `${c.path ?? ''}${c.query ? `?${c.query}` : ''}`],
-    ['Received', `${c.received_at ?? ''}${fmtLocal(c.received_at) ? `  (${fmtLocal(c.received_at)})` : ''}`],
+    ['Response', c.response && c.response.status !== undefined ? String(c.response.status) : '—'],
     ['Remote address', c.remote_addr ?? ''],
-    ['HTTP version', `${c.http_version ?? ''}${c.scheme ? ` · ${c.scheme}` : ''}`],
-    ['Body size', `${c.body_size ?? 0} bytes${c.declared_length !== undefined && c.declared_length !== null ? ` (Content-Length: ${c.declared_length})` : ''}`],
-    ['Truncated', c.truncated ? 'yes — only the first bytes were stored' : 'no'],
-    ['Headers exact', c.headers_exact ? 'yes — original order and case' : 'no — order and case normalised (HTTP/2 or unparseable head)'],
-    ['Response', c.response && c.response.status !== undefined ? String(c.response.status) : ''],
+    ['HTTP', `${c.http_version ?? ''}${c.scheme ? ` · ${c.scheme}` : ''}`],
+    ['Body size', `${c.body_size ?? 0} B${c.declared_length !== undefined && c.declared_length !== null ? ` (declared ${c.declared_length})` : ''}`],
+    ['Truncated', c.truncated ? 'yes — only the first bytes were stored' : 'no', c.truncated ? 'warn' : ''],
+    ['Headers exact', c.headers_exact ? 'yes — arrival order and case' : 'no — normalised', c.headers_exact ? '' : 'warn'],
     ['Seq', String(c.seq)],
   ];
   if (c.signature && typeof c.signature === 'object') {
     const s = c.signature;
-    pairs.push(['Signature', `${s.valid ? 'valid' : 'INVALID'} · ${s.scheme ?? ''}${s.detail ? ` · ${s.detail}` : ''}`]);
+    items.push(['Signature', `${s.valid ? 'valid' : 'INVALID'} · ${s.scheme ?? ''}${s.detail ? ` · ${s.detail}` : ''}`, s.valid ? 'good' : 'bad', true]);
   }
-  const t = kvTable(pairs, { testid: 'detail-overview' });
-  const rowsEl = t.querySelectorAll('tr');
-  rowsEl[6].classList.toggle('warn', !!c.truncated);
-  rowsEl[7].classList.toggle('warn', !c.headers_exact);
-  if (c.signature) rowsEl[rowsEl.length - 1].classList.add(c.signature.valid ? 'good' : 'bad');
-  return section('Overview', [t]);
+  const grid = el('div', { class: 'ov-grid', testid: 'detail-overview' }, items.map(([k, v, cls, wide]) => el('div', {
+    class: `ov-item${wide ? ' wide' : ''}${cls ? ` ${cls}` : ''}`,
+  }, [el('span', { class: 'ov-k', text: k }), el('span', { class: 'ov-v', text: v })])));
+  return section('Overview', [grid]);
 }
 
 function queryPairs(q) {
@@ -1315,6 +1319,7 @@ $('clear-yes').addEventListener('click', async () => {
   $('clear-confirm').hidden = true;
   $('clear').hidden = false;
   try {
+    selfClearUntil = Date.now() + 5000;
     await api('/requests', { method: 'DELETE' });
     clearLocal();
     toast('Bin cleared');
