@@ -45,11 +45,20 @@ async fn route(
         (_, ["bins"]) => Ok(method_not_allowed()),
         (Method::GET, ["bins", id, "ws"]) => {
             // Browsers can't set headers on a WebSocket: auth may come as the first message.
-            let bin = state.store.get(id).ok_or_else(ApiError::unknown_bin)?;
+            let bin = state
+                .store
+                .lookup_fresh(id)
+                .await?
+                .ok_or_else(ApiError::unknown_bin)?;
             Ok(crate::live::upgrade(state, bin, req))
         }
         (_, ["bins", id, rest @ ..]) => {
-            let bin = state.store.get(id).ok_or_else(ApiError::unknown_bin)?;
+            // With Redis, the mirror is first brought up to date (other instances' captures).
+            let bin = state
+                .store
+                .lookup_fresh(id)
+                .await?
+                .ok_or_else(ApiError::unknown_bin)?;
             authorize(&bin, req.headers())?;
             state.store.touch(&bin);
             bin_route(state, conn, bin, method, rest, req).await
@@ -71,18 +80,18 @@ async fn bin_route(
         (Method::PATCH, []) => {
             let body = read_json_body(req).await?;
             let settings = bin.settings().merge_patch(&body)?;
-            state.store.set_settings(&bin, settings);
+            state.store.set_settings(&bin, settings).await?;
             Ok(json(StatusCode::OK, &bin_json(&bin)))
         }
         (Method::DELETE, []) => {
-            state.store.remove(&bin.id);
+            state.store.remove(&bin.id).await?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "deleted": &*bin.id }),
             ))
         }
         (Method::POST, ["rotate-key"]) => {
-            let key = bin.rotate_key();
+            let key = state.store.rotate_key(&bin).await?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "id": &*bin.id, "key": key }),
@@ -90,7 +99,7 @@ async fn bin_route(
         }
         (Method::GET, ["requests"]) => list(&bin, req.uri().query()),
         (Method::DELETE, ["requests"]) => {
-            state.store.clear(&bin);
+            state.store.clear(&bin).await?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "cleared": true }),
@@ -266,8 +275,9 @@ async fn create_bin(
     let bin = state
         .store
         .create(&id, ids::hash_key(&key), settings, false)
+        .await
         .map_err(|e| match e {
-            CreateError::Full => ApiError::unavailable(e.to_string()),
+            CreateError::Full | CreateError::Unavailable(_) => ApiError::unavailable(e.to_string()),
             CreateError::Exists => ApiError::new(StatusCode::CONFLICT, "exists", e.to_string()),
         })?;
     let base = state.base_url(host.as_deref(), conn.tls);

@@ -488,3 +488,207 @@ impl Serialize for CaptureView<'_> {
         st.end()
     }
 }
+
+/// Version byte of [`CaptureBuilder::encode`]'s format (bump on any layout change).
+const ENCODING_VERSION: u8 = 1;
+
+impl CaptureBuilder {
+    /// The compact, seq-less encoding a shared store keeps (the seq is the stream entry id):
+    /// length-prefixed fields, body last, so decoding is one pass and one allocation.
+    pub fn encode(&self, meta: &RequestMeta, extra: &CaptureExtra) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.buf.len() + 8 * self.headers.len() + 128);
+        out.push(ENCODING_VERSION);
+        let at = meta
+            .received_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        out.extend_from_slice(&at.as_secs().to_be_bytes());
+        out.extend_from_slice(&at.subsec_nanos().to_be_bytes());
+        put_field(&mut out, meta.method.as_str().as_bytes());
+        out.push(match meta.version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        });
+        out.push(
+            u8::from(meta.tls) | u8::from(meta.headers_exact) << 1 | u8::from(extra.truncated) << 2,
+        );
+        put_field(&mut out, meta.remote_addr.to_string().as_bytes());
+        match meta.declared_length {
+            Some(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&extra.response_status.to_be_bytes());
+        match &extra.signature {
+            Some(v) => {
+                out.push(1 | u8::from(v.valid) << 1);
+                let scheme = serde_json::to_string(&v.scheme).expect("scheme serializes");
+                put_field(&mut out, scheme.as_bytes());
+                put_field(&mut out, v.detail.as_bytes());
+            }
+            None => out.push(0),
+        }
+        put_field(&mut out, slice(&self.buf, self.path));
+        match self.query {
+            Some(q) => {
+                out.push(1);
+                put_field(&mut out, slice(&self.buf, q));
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
+        for (name, value) in self.headers() {
+            put_field(&mut out, name);
+            put_field(&mut out, value);
+        }
+        out.extend_from_slice(self.body());
+        out
+    }
+}
+
+impl Capture {
+    /// Rebuild a capture of bin `bin` from [`CaptureBuilder::encode`] output; `None` if malformed.
+    pub fn decode(bin: Arc<str>, seq: u64, bytes: &[u8]) -> Option<Capture> {
+        let mut r = Reader(bytes);
+        if r.u8()? != ENCODING_VERSION {
+            return None;
+        }
+        let secs = r.u64()?;
+        let nanos = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
+        let received_at = SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        let method = Method::from_bytes(r.field()?).ok()?;
+        let version = match r.u8()? {
+            0 => Version::HTTP_09,
+            1 => Version::HTTP_10,
+            3 => Version::HTTP_2,
+            4 => Version::HTTP_3,
+            _ => Version::HTTP_11,
+        };
+        let flags = r.u8()?;
+        let remote_addr = std::str::from_utf8(r.field()?).ok()?.parse().ok()?;
+        let declared_length = match r.u8()? {
+            0 => None,
+            _ => Some(r.u64()?),
+        };
+        let response_status = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
+        let sig = r.u8()?;
+        let signature = if sig & 1 == 1 {
+            let scheme = serde_json::from_slice(r.field()?).ok()?;
+            let detail = String::from_utf8_lossy(r.field()?).into_owned();
+            Some(Verdict {
+                scheme,
+                valid: sig & 2 == 2,
+                detail,
+            })
+        } else {
+            None
+        };
+        let path = std::str::from_utf8(r.field()?).ok()?;
+        let query = match r.u8()? {
+            0 => None,
+            _ => Some(std::str::from_utf8(r.field()?).ok()?),
+        };
+        let count = r.u32()? as usize;
+        let mut headers = Vec::with_capacity(count.min(4096));
+        for _ in 0..count {
+            headers.push((r.field()?, r.field()?));
+        }
+        let body = r.0;
+        let mut builder = CaptureBuilder::new(path, query, || headers.iter().copied(), body.len());
+        builder.push_body(body);
+        let meta = RequestMeta {
+            bin,
+            received_at,
+            method,
+            version,
+            tls: flags & 1 == 1,
+            remote_addr,
+            headers_exact: flags & 2 == 2,
+            declared_length,
+        };
+        let extra = CaptureExtra {
+            truncated: flags & 4 == 4,
+            signature,
+            response_status,
+        };
+        Some(builder.finish(meta, extra, seq))
+    }
+}
+
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A bounds-checked cursor over an encoded capture.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trips_the_json() {
+        let headers: Vec<(&[u8], &[u8])> = vec![
+            (b"Content-Type", b"application/json"),
+            (b"X-Dup", b"a"),
+            (b"x-dup", b"\xffb"),
+        ];
+        let mut builder =
+            CaptureBuilder::new("/bin1/p", Some("a=1"), || headers.iter().copied(), 4);
+        builder.push_body(b"\x00\x01{}");
+        let meta = RequestMeta {
+            bin: "bin1".into(),
+            received_at: SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123),
+            method: Method::from_bytes(b"PURGE").unwrap(),
+            version: Version::HTTP_11,
+            tls: true,
+            remote_addr: "[::1]:443".parse().unwrap(),
+            headers_exact: true,
+            declared_length: Some(4),
+        };
+        let extra = CaptureExtra {
+            truncated: true,
+            signature: Some(Verdict {
+                scheme: crate::signature::Scheme::Github,
+                valid: false,
+                detail: "nope".into(),
+            }),
+            response_status: 413,
+        };
+        let encoded = builder.encode(&meta, &extra);
+        let original = builder.finish(meta, extra, 7);
+        let decoded = Capture::decode("bin1".into(), 7, &encoded).expect("decodes");
+        assert_eq!(original.to_json(), decoded.to_json());
+        assert!(Capture::decode("bin1".into(), 7, &encoded[..20]).is_none());
+    }
+}

@@ -28,6 +28,54 @@ pub struct Cli {
 pub enum Command {
     /// Run the capture server (the default).
     Serve(ServeArgs),
+    /// Relay a bin's captures to a local target (resumes where it left off).
+    Listen(ListenArgs),
+    /// Send a (signed) test webhook to a URL, retrying like a real sender.
+    Send(crate::send::SendArgs),
+}
+
+/// Flags of `hookrelay listen`.
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["url", "server"])))]
+pub struct ListenArgs {
+    /// Inspector URL with the key in its fragment: `https://host/i/<id>#key=<key>`.
+    #[arg(env = "HOOKRELAY_LISTEN_URL", conflicts_with_all = ["server", "bin", "key"])]
+    pub url: Option<String>,
+    /// Server base URL (instead of an inspector URL).
+    #[arg(long, env = "HOOKRELAY_SERVER", requires_all = ["bin", "key"])]
+    pub server: Option<String>,
+    /// Bin id (with --server).
+    #[arg(long, env = "HOOKRELAY_BIN", requires = "server")]
+    pub bin: Option<String>,
+    /// Bin key (with --server).
+    #[arg(
+        long,
+        env = "HOOKRELAY_KEY",
+        requires = "server",
+        hide_env_values = true
+    )]
+    pub key: Option<String>,
+    /// Where to deliver: captures go to this URL + their path suffix + query.
+    #[arg(long, env = "HOOKRELAY_TO")]
+    pub to: String,
+    /// Start after this seq instead of the saved position.
+    #[arg(long, env = "HOOKRELAY_SINCE", conflicts_with = "all")]
+    pub since: Option<u64>,
+    /// Start from the oldest capture in the buffer.
+    #[arg(long, env = "HOOKRELAY_ALL")]
+    pub all: bool,
+    /// Accept any TLS certificate from the server (dev only; explicit by design).
+    #[arg(long, env = "HOOKRELAY_INSECURE", conflicts_with = "ca")]
+    pub insecure: bool,
+    /// Also trust the certificates in this PEM file (e.g. certs/cert.pem).
+    #[arg(long, env = "HOOKRELAY_CA")]
+    pub ca: Option<PathBuf>,
+    /// Print each capture (method, path, headers, body) as it arrives.
+    #[arg(long, env = "HOOKRELAY_PRINT")]
+    pub print: bool,
+    /// Where the relay position is saved [default: $XDG_STATE_HOME/hookrelay or ~/.local/state/hookrelay].
+    #[arg(long, env = "HOOKRELAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Flags of `hookrelay serve`.

@@ -144,10 +144,21 @@ pub async fn handle(
         response_status: status.as_u16(),
     };
     // Stored (and viewers woken) before the response exists: a 2xx means the capture is there.
-    let inserted = state.store.insert(&bin, builder, meta, extra);
+    // With Redis down this fails and the sender gets 503 (senders retry), never a lost 2xx.
+    let inserted = match state.store.insert(&bin, builder, meta, extra).await {
+        Ok(inserted) => inserted,
+        Err(e) => {
+            state.metrics.reject("store_unavailable");
+            tracing::debug!(bin = %bin.id, error = %e, "capture not stored");
+            return crate::error::ApiError::from(e).into_response();
+        }
+    };
     let seq = inserted.capture.seq;
-    // Queued, never awaited: the sender's answer does not wait on forwarding.
-    crate::deliver::forward::enqueue(state, &bin, seq, &settings);
+    // Queued, never awaited: the sender's answer does not wait on forwarding. (With Redis,
+    // the instance holding the bin's forward lease enqueues instead, once per capture.)
+    if state.store.forwards_at_ingest() {
+        crate::deliver::forward::enqueue(state, &bin, seq, &settings);
+    }
     state.metrics.captures.inc();
     state
         .metrics

@@ -14,7 +14,7 @@
 //! - [`deliver`]: replay, auto-forward (with the SSRF guard) and the `listen` relay client.
 //! - [`export`]: copy-as-cURL, HAR, NDJSON and OpenAPI exports of a bin's buffer.
 //! - [`settings`]: per-bin settings and their validation.
-//! - [`signature`]: webhook signature schemes.
+//! - [`signature`]: webhook signature schemes; [`send`]: the `hookrelay send` test sender.
 //! - [`metrics`]: Prometheus counters.
 //! - [`ids`]: bin ids and keys; [`state`]: shared state; [`error`]: JSON errors.
 
@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod inspector;
 pub mod live;
 pub mod metrics;
+pub mod send;
 pub mod server;
 pub mod settings;
 pub mod signature;

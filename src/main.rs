@@ -16,8 +16,12 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve).await.map_err(|e| e.to_string()),
+            Some(Command::Serve(args)) => serve(args).await.map_err(|e| e.to_string()),
+            Some(Command::Listen(args)) => hookrelay::deliver::listen::run(args).await,
+            Some(Command::Send(args)) => {
+                hookrelay::send::run(args).await.map_err(|e| e.to_string())
+            }
         }
     });
     if let Err(e) = result {
@@ -38,7 +42,7 @@ async fn serve(args: ServeArgs) -> Result<(), hookrelay::Error> {
         ),
         None => None,
     };
-    let server = Server::new(args, listener, tls_listener)?;
+    let server = Server::new(args, listener, tls_listener).await?;
     // stdout, not the logger: the banner holds the key, and logs never do.
     print!("{}", server.banner());
     use std::io::Write;

@@ -9,14 +9,14 @@ use dashmap::DashMap;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::ServeArgs;
-use crate::store::MemoryStore;
+use crate::store::Store;
 
 /// Everything request handlers share.
 pub struct Shared {
     /// Parsed configuration.
     pub cfg: ServeArgs,
     /// Bins and captures.
-    pub store: MemoryStore,
+    pub store: Store,
     /// Bytes of request bodies being received (permits = bytes), sized to --max-memory.
     pub body_budget: Arc<Semaphore>,
     /// Flips to true when shutdown starts (delayed responses end, WebSockets close 1001).

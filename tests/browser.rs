@@ -17,7 +17,7 @@ use tokio::process::Command;
 const E2E_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// Skip (outside CI) or fail (in CI) because a tool is missing.

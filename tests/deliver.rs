@@ -36,7 +36,9 @@ async fn raw_target() -> (SocketAddr, Arc<Mutex<Vec<WireRequest>>>) {
     let log = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let log = log.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -57,7 +59,10 @@ async fn raw_target() -> (SocketAddr, Arc<Mutex<Vec<WireRequest>>>) {
                                 .headers
                                 .iter()
                                 .map(|h| {
-                                    (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())
+                                    (
+                                        h.name.to_string(),
+                                        String::from_utf8_lossy(h.value).into_owned(),
+                                    )
                                 })
                                 .collect(),
                             body: Vec::new(),
@@ -100,13 +105,19 @@ async fn hyper_target(answer: fn(u64, usize) -> u16) -> (SocketAddr, Log) {
     let log2 = log.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let log = log2.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let log = log.clone();
                     async move {
-                        let seq: u64 = req.headers()["x-hookrelay-seq"].to_str().unwrap().parse().unwrap();
+                        let seq: u64 = req.headers()["x-hookrelay-seq"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
                         let _ = req.into_body().collect().await;
                         let status = {
                             let mut log = log.lock().unwrap();
@@ -188,14 +199,28 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
     let seq = capture_payment(&server).await;
     let path = format!("/api/bins/{}/requests/{seq}/replay", server.bin_id);
 
-    let r = post_json(&server, &path, json!({ "target": format!("http://{target}/hook") })).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let r = post_json(
+        &server,
+        &path,
+        json!({ "target": format!("http://{target}/hook") }),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let d = r.json();
     assert_eq!(d["status"], 200);
     assert_eq!(d["via"], "replay");
     assert_eq!(d["response_body"], "ok");
     assert_eq!(d["error"], Value::Null);
-    assert!(d["response_headers"].as_array().unwrap().iter().any(|h| h[0] == "x-target"));
+    assert!(d["response_headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h[0] == "x-target"));
 
     let got = seen.lock().unwrap().pop().unwrap();
     assert_eq!(got.method, "POST");
@@ -204,7 +229,9 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
     let sent: Vec<(String, String)> = got
         .headers
         .iter()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length"))
+        .filter(|(k, _)| {
+            !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length")
+        })
         .cloned()
         .collect();
     let expected_captured = vec![
@@ -215,26 +242,55 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
         ("x-dup", "two"),
         ("user-agent", "Stripe/1.0"),
     ];
-    let mut expected: Vec<(String, String)> =
-        grouped(expected_captured.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let mut expected: Vec<(String, String)> = grouped(
+        expected_captured
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
     expected.push(("x-hookrelay-seq".into(), seq.to_string()));
     assert_eq!(lower(&sent), expected, "wire headers: {:?}", got.headers);
     // Names go out Title-Cased (hyper can't replay the original case; see deliver/client.rs).
-    assert!(got.headers.iter().any(|(k, _)| k == "X-Other"), "{:?}", got.headers);
-    let length = got.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).unwrap();
+    assert!(
+        got.headers.iter().any(|(k, _)| k == "X-Other"),
+        "{:?}",
+        got.headers
+    );
+    let length = got
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .unwrap();
     assert_eq!(length.1, PAYMENT_SUCCESS.len().to_string());
-    let host = got.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).unwrap();
+    let host = got
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .unwrap();
     assert_eq!(host.1, target.to_string());
 
     // Edit only the body: method, path, query and headers stay as captured.
-    let r = post_json(&server, &path, json!({ "target": format!("http://{target}/hook"), "body": "changed" })).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let r = post_json(
+        &server,
+        &path,
+        json!({ "target": format!("http://{target}/hook"), "body": "changed" }),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let edited = seen.lock().unwrap().pop().unwrap();
     assert_eq!(edited.method, "POST");
     assert_eq!(edited.target, got.target);
     assert_eq!(edited.body, b"changed");
     let strip = |h: &[(String, String)]| -> Vec<(String, String)> {
-        lower(h).into_iter().filter(|(k, _)| k != "content-length").collect()
+        lower(h)
+            .into_iter()
+            .filter(|(k, _)| k != "content-length")
+            .collect()
     };
     assert_eq!(strip(&edited.headers), strip(&got.headers));
 
@@ -246,41 +302,82 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
                 "headers": [["X-Edited", "yes"], ["content-type", "text/plain"]] }),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let edited = seen.lock().unwrap().pop().unwrap();
     assert_eq!(edited.method, "PUT");
     assert_eq!(edited.target, "/stripe/events?a=1&b=two%20x");
     assert_eq!(edited.body, PAYMENT_SUCCESS.as_bytes());
     let names: Vec<String> = lower(&edited.headers).into_iter().map(|(k, _)| k).collect();
-    assert_eq!(names, ["x-edited", "content-type", "x-hookrelay-seq", "host", "content-length"]);
-    let r = post_json(&server, &path, json!({ "target": format!("http://{target}"), "body_base64": "AP8=" })).await;
+    assert_eq!(
+        names,
+        [
+            "x-edited",
+            "content-type",
+            "x-hookrelay-seq",
+            "host",
+            "content-length"
+        ]
+    );
+    let r = post_json(
+        &server,
+        &path,
+        json!({ "target": format!("http://{target}"), "body_base64": "AP8=" }),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(seen.lock().unwrap().pop().unwrap().body, [0u8, 255]);
 
     // Every replay is a delivery on the capture record.
-    let record = server.api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id)).await.json();
+    let record = server
+        .api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id))
+        .await
+        .json();
     let deliveries = record["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 4);
-    assert!(deliveries.iter().all(|d| d["via"] == "replay" && d["status"] == 200));
+    assert!(deliveries
+        .iter()
+        .all(|d| d["via"] == "replay" && d["status"] == 200));
 }
 
 #[tokio::test]
 async fn replay_to_a_dead_port_records_an_error() {
     let server = TestServer::start(&[]).await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let seq = server.post_capture("/x", PAYMENT_SUCCESS).await.headers["x-hookrelay-seq"]
         .to_str()
         .unwrap()
         .parse::<u64>()
         .unwrap();
     let path = format!("/api/bins/{}/requests/{seq}/replay", server.bin_id);
-    let r = post_json(&server, &path, json!({ "target": format!("http://{dead}/") })).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let r = post_json(
+        &server,
+        &path,
+        json!({ "target": format!("http://{dead}/") }),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let d = r.json();
     assert_eq!(d["status"], Value::Null);
     let error = d["error"].as_str().unwrap();
     assert!(error.contains("connect"), "{error}");
-    let record = server.api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id)).await.json();
+    let record = server
+        .api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id))
+        .await
+        .json();
     assert_eq!(record["deliveries"][0]["error"], error);
 }
 
@@ -295,28 +392,92 @@ async fn replay_validation_and_ssrf_refusals_are_400_and_send_nothing() {
     let path = format!("/api/bins/{}/requests/{seq}/replay", server.bin_id);
     let own_port = server.addr.port();
     let cases = [
-        (json!({ "target": "http://10.0.0.1/" }), "forward_refused", "10.0.0.1 is private"),
-        (json!({ "target": "http://169.254.169.254/" }), "forward_refused", "169.254.169.254 is link-local; not allowed by --forward-allow"),
-        (json!({ "target": "http://[::ffff:169.254.169.254]/" }), "forward_refused", "169.254.169.254 is link-local"),
-        (json!({ "target": "http://0.0.0.0:1/" }), "forward_refused", "unspecified"),
-        (json!({ "target": "http://[::]:1/" }), "forward_refused", "unspecified"),
-        (json!({ "target": format!("http://127.0.0.1:{own_port}/") }), "forward_refused", "own listener"),
-        (json!({ "target": format!("http://localhost:{own_port}/") }), "forward_refused", "own listener"),
-        (json!({ "target": "http://100.64.0.1/" }), "forward_refused", "CGNAT"),
-        (json!({ "target": "ftp://127.0.0.1/" }), "invalid_replay", "target:"),
+        (
+            json!({ "target": "http://10.0.0.1/" }),
+            "forward_refused",
+            "10.0.0.1 is private",
+        ),
+        (
+            json!({ "target": "http://169.254.169.254/" }),
+            "forward_refused",
+            "169.254.169.254 is link-local; not allowed by --forward-allow",
+        ),
+        (
+            json!({ "target": "http://[::ffff:169.254.169.254]/" }),
+            "forward_refused",
+            "169.254.169.254 is link-local",
+        ),
+        (
+            json!({ "target": "http://0.0.0.0:1/" }),
+            "forward_refused",
+            "unspecified",
+        ),
+        (
+            json!({ "target": "http://[::]:1/" }),
+            "forward_refused",
+            "unspecified",
+        ),
+        (
+            json!({ "target": format!("http://127.0.0.1:{own_port}/") }),
+            "forward_refused",
+            "own listener",
+        ),
+        (
+            json!({ "target": format!("http://localhost:{own_port}/") }),
+            "forward_refused",
+            "own listener",
+        ),
+        (
+            json!({ "target": "http://100.64.0.1/" }),
+            "forward_refused",
+            "CGNAT",
+        ),
+        (
+            json!({ "target": "ftp://127.0.0.1/" }),
+            "invalid_replay",
+            "target:",
+        ),
         (json!({ "target": "nope" }), "invalid_replay", "target:"),
-        (json!({ "target": "http://127.0.0.1:1/", "bogus": 1 }), "invalid_replay", "unknown field `bogus`"),
-        (json!({ "target": "http://127.0.0.1:1/", "method": "BAD METHOD" }), "invalid_replay", "method:"),
-        (json!({ "target": "http://127.0.0.1:1/", "headers": [["bad name", "x"]] }), "invalid_replay", "headers:"),
-        (json!({ "target": "http://127.0.0.1:1/", "body": "a", "body_base64": "YQ==" }), "invalid_replay", "body:"),
-        (json!({ "method": "GET" }), "invalid_replay", "missing field `target`"),
+        (
+            json!({ "target": "http://127.0.0.1:1/", "bogus": 1 }),
+            "invalid_replay",
+            "unknown field `bogus`",
+        ),
+        (
+            json!({ "target": "http://127.0.0.1:1/", "method": "BAD METHOD" }),
+            "invalid_replay",
+            "method:",
+        ),
+        (
+            json!({ "target": "http://127.0.0.1:1/", "headers": [["bad name", "x"]] }),
+            "invalid_replay",
+            "headers:",
+        ),
+        (
+            json!({ "target": "http://127.0.0.1:1/", "body": "a", "body_base64": "YQ==" }),
+            "invalid_replay",
+            "body:",
+        ),
+        (
+            json!({ "method": "GET" }),
+            "invalid_replay",
+            "missing field `target`",
+        ),
     ];
     for (body, code, needle) in cases {
         let r = post_json(&server, &path, body.clone()).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let e = r.json();
         assert_eq!(e["error"], code, "{body}: {e}");
-        assert!(e["message"].as_str().unwrap().contains(needle), "{body}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{body}: {e}"
+        );
     }
     let r = server
         .request(Method::POST, &path, Some(&server.bin_key), &[], "{not json")
@@ -324,10 +485,23 @@ async fn replay_validation_and_ssrf_refusals_are_400_and_send_nothing() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_json");
     // Refused targets never reached the connector: no delivery was recorded.
-    let record = server.api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id)).await.json();
-    assert_eq!(record["deliveries"].as_array().unwrap().len(), 0, "{record}");
+    let record = server
+        .api_get(&format!("/api/bins/{}/requests/{seq}", server.bin_id))
+        .await
+        .json();
+    assert_eq!(
+        record["deliveries"].as_array().unwrap().len(),
+        0,
+        "{record}"
+    );
     // Nothing got into the server's own listener either: still exactly one capture.
-    assert_eq!(server.captures(&server.bin_id, &server.bin_key, 0).await.len(), 1);
+    assert_eq!(
+        server
+            .captures(&server.bin_id, &server.bin_key, 0)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -336,17 +510,33 @@ async fn non_loopback_listener_refuses_loopback_until_allowed() {
     let cfg = hookrelay::ServeArgs::from_args(["--listen", "0.0.0.0:8080"]).unwrap();
     let own: Vec<SocketAddr> = vec!["0.0.0.0:8080".parse().unwrap()];
     let d = hookrelay::deliver::Deliverer::new(&cfg, &own).unwrap();
-    let addrs = hookrelay::deliver::ssrf::resolve("localhost", 3000).await.unwrap();
+    let addrs = hookrelay::deliver::ssrf::resolve("localhost", 3000)
+        .await
+        .unwrap();
     let e = d.policy.check_all("localhost", &addrs).unwrap_err();
-    assert!(e.0.contains("is loopback; not allowed by --forward-allow"), "{}", e.0);
-    let cfg = hookrelay::ServeArgs::from_args(["--listen", "0.0.0.0:8080", "--forward-allow", "loopback"]).unwrap();
+    assert!(
+        e.0.contains("is loopback; not allowed by --forward-allow"),
+        "{}",
+        e.0
+    );
+    let cfg = hookrelay::ServeArgs::from_args([
+        "--listen",
+        "0.0.0.0:8080",
+        "--forward-allow",
+        "loopback",
+    ])
+    .unwrap();
     let d = hookrelay::deliver::Deliverer::new(&cfg, &own).unwrap();
     assert!(d.policy.check_all("localhost", &addrs).is_ok());
-    let own_port = hookrelay::deliver::ssrf::resolve("localhost", 8080).await.unwrap();
+    let own_port = hookrelay::deliver::ssrf::resolve("localhost", 8080)
+        .await
+        .unwrap();
     assert!(d.policy.check_all("localhost", &own_port).is_err());
-    assert!(hookrelay::ServeArgs::from_args(["--forward-allow", "bad host!"])
-        .map(|c| hookrelay::deliver::Deliverer::new(&c, &[]).is_err())
-        .unwrap());
+    assert!(
+        hookrelay::ServeArgs::from_args(["--forward-allow", "bad host!"])
+            .map(|c| hookrelay::deliver::Deliverer::new(&c, &[]).is_err())
+            .unwrap()
+    );
 }
 
 fn fail_every_tenth(seq: u64, nth: usize) -> u16 {
@@ -373,7 +563,13 @@ async fn forward_delivers_all_in_order_with_retries() {
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
                 let r = server
-                    .request(Method::POST, &format!("/{bin}/e/{t}/{i}"), None, &[], PAYMENT_SUCCESS)
+                    .request(
+                        Method::POST,
+                        &format!("/{bin}/e/{t}/{i}"),
+                        None,
+                        &[],
+                        PAYMENT_SUCCESS,
+                    )
                     .await;
                 assert_eq!(r.status, StatusCode::OK);
             }
@@ -385,20 +581,36 @@ async fn forward_delivers_all_in_order_with_retries() {
     let ingest = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok = log.lock().unwrap().iter().filter(|(_, s)| *s == 200).count();
+        let ok = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| *s == 200)
+            .count();
         if ok >= 200 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all = log.lock().unwrap().clone();
-    let ok: Vec<u64> = all.iter().filter(|(_, s)| *s == 200).map(|(q, _)| *q).collect();
-    assert_eq!(ok, (1..=200).collect::<Vec<u64>>(), "successes exactly once, in seq order");
+    let ok: Vec<u64> = all
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(q, _)| *q)
+        .collect();
+    assert_eq!(
+        ok,
+        (1..=200).collect::<Vec<u64>>(),
+        "successes exactly once, in seq order"
+    );
     // Attempts arrive in seq order too (a retried seq is finished before the next starts).
     let attempts: Vec<u64> = all.iter().map(|(q, _)| *q).collect();
     assert!(attempts.windows(2).all(|w| w[0] <= w[1]), "{attempts:?}");
     assert_eq!(all.len(), 200 + 20 * 2);
-    println!("ingest of 200 captures: {ingest:?}; all forwarded after {:?}", started.elapsed());
+    println!(
+        "ingest of 200 captures: {ingest:?}; all forwarded after {:?}",
+        started.elapsed()
+    );
 
     // Each capture shows its attempt history (the last record lands just after the response).
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -415,7 +627,9 @@ async fn forward_delivers_all_in_order_with_retries() {
         } else {
             assert_eq!(statuses, [200], "seq {seq}");
         }
-        assert!(d.iter().all(|d| d["via"] == "forward" && d["target"] == format!("http://{target}/in")));
+        assert!(d
+            .iter()
+            .all(|d| d["via"] == "forward" && d["target"] == format!("http://{target}/in")));
     }
 }
 
@@ -438,46 +652,99 @@ async fn stalled_target_never_slows_ingest_and_queue_stays_bounded() {
     let mut slowest = Duration::ZERO;
     for _ in 0..300 {
         let t = Instant::now();
-        let r = server.request(Method::POST, &format!("/{bin}"), None, &[], PAYMENT_SUCCESS).await;
+        let r = server
+            .request(Method::POST, &format!("/{bin}"), None, &[], PAYMENT_SUCCESS)
+            .await;
         assert_eq!(r.status, StatusCode::OK);
         slowest = slowest.max(t.elapsed());
     }
-    println!("300 captures with a stalled forward target: {:?} total, slowest {slowest:?}", started.elapsed());
+    println!(
+        "300 captures with a stalled forward target: {:?} total, slowest {slowest:?}",
+        started.elapsed()
+    );
     let fw = &server.state.deliver.forwards;
-    assert!(fw.queued(&bin) <= 5, "queue bound holds: {}", fw.queued(&bin));
+    assert!(
+        fw.queued(&bin) <= 5,
+        "queue bound holds: {}",
+        fw.queued(&bin)
+    );
     assert_eq!(fw.workers(&bin), 1);
     let captures = server.captures(&bin, &key, 0).await;
     let full = captures
         .iter()
-        .filter(|c| c["deliveries"].as_array().unwrap().iter().any(|d| d["error"] == "queue_full"))
+        .filter(|c| {
+            c["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["error"] == "queue_full")
+        })
         .count();
     // One in flight, at most five queued, the rest recorded as queue_full.
     assert!(full >= 300 - 1 - 5, "queue_full records: {full}");
-    assert!(held.lock().unwrap().len() <= 1, "one connection, one request in flight");
+    assert!(
+        held.lock().unwrap().len() <= 1,
+        "one connection, one request in flight"
+    );
 
     // Removing the target stops its worker promptly.
     let r = server
-        .request(Method::PATCH, &format!("/api/bins/{bin}"), Some(&key), &[], r#"{"forward":[]}"#)
+        .request(
+            Method::PATCH,
+            &format!("/api/bins/{bin}"),
+            Some(&key),
+            &[],
+            r#"{"forward":[]}"#,
+        )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     while fw.workers(&bin) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(fw.workers(&bin), 0, "worker stopped after its target was removed");
+    assert_eq!(
+        fw.workers(&bin),
+        0,
+        "worker stopped after its target was removed"
+    );
 
     // Deleting a bin stops its workers too.
     let r = server
-        .request(Method::PATCH, &format!("/api/bins/{bin}"), Some(&key), &[], settings.to_string())
+        .request(
+            Method::PATCH,
+            &format!("/api/bins/{bin}"),
+            Some(&key),
+            &[],
+            settings.to_string(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    server.request(Method::POST, &format!("/{bin}"), None, &[], "x").await;
+    server
+        .request(Method::POST, &format!("/{bin}"), None, &[], "x")
+        .await;
     assert_eq!(fw.workers(&bin), 1);
-    let r = server.request(Method::DELETE, &format!("/api/bins/{bin}"), Some(&key), &[], "").await;
+    let r = server
+        .request(
+            Method::DELETE,
+            &format!("/api/bins/{bin}"),
+            Some(&key),
+            &[],
+            "",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(3);
     while fw.workers(&bin) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(fw.workers(&bin), 0, "worker stopped after its bin was deleted");
+    assert_eq!(
+        fw.workers(&bin),
+        0,
+        "worker stopped after its bin was deleted"
+    );
 }

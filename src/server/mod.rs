@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::ids;
 use crate::settings::Settings;
 use crate::state::{AppState, Shared, WindowLimiter};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 use tap::HeadTap;
 
 /// In-flight requests get this long to finish after a shutdown signal.
@@ -63,14 +63,18 @@ pub struct Server {
 
 impl Server {
     /// Build the state, the ready bin and TLS around already-bound listeners.
-    pub fn new(
+    /// Async because a Redis store is connected (and must answer) before serving.
+    pub async fn new(
         cfg: ServeArgs,
         listener: TcpListener,
         tls_listener: Option<TcpListener>,
     ) -> Result<Server, Error> {
-        if cfg.store != "memory" {
+        if cfg.store != "memory"
+            && !cfg.store.starts_with("redis://")
+            && !cfg.store.starts_with("rediss://")
+        {
             return Err(Error::Config(format!(
-                "unsupported --store `{}` (this build supports `memory`)",
+                "unsupported --store `{}` (use `memory` or `redis://host:port/db`)",
                 cfg.store
             )));
         }
@@ -94,15 +98,22 @@ impl Server {
             None => None,
         };
         let ready = ready_bin(&cfg)?;
-        let store = MemoryStore::new(cfg.max_bins, cfg.max_bin_bytes, cfg.max_memory);
+        let mem = MemoryStore::new(cfg.max_bins, cfg.max_bin_bytes, cfg.max_memory);
+        let store = if cfg.store == "memory" {
+            Store::memory(mem)
+        } else {
+            Store::redis(&cfg.store, mem, cfg.bin_ttl.as_secs())
+                .await
+                .map_err(|e| Error::Store(e.to_string()))?
+        };
         store
-            .create(
+            .ensure_ready(
                 &ready.id,
                 ids::hash_key(&ready.key),
                 Settings::with_capacity(cfg.bin_capacity),
-                true,
             )
-            .map_err(|e| Error::Store(e.to_string()))?;
+            .await
+            .map_err(Error::Store)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let budget = usize::try_from(cfg.max_memory)
             .unwrap_or(usize::MAX)
@@ -124,8 +135,18 @@ impl Server {
         let tls_fingerprint = tls
             .as_ref()
             .map(|(_, s)| (s.fingerprint.clone(), s.generated_fingerprint.is_some()));
+        let shared = Arc::new(shared);
+        // Redis: forwards are enqueued by whichever instance holds the bin's forward lease,
+        // as captures enter its mirror (not at ingest): see store::redis.
+        let weak = Arc::downgrade(&shared);
+        shared.store.set_forward_hook(Box::new(move |bin, seq| {
+            if let Some(shared) = weak.upgrade() {
+                let state = AppState(shared);
+                crate::deliver::forward::enqueue(&state, bin, seq, &bin.settings());
+            }
+        }));
         Ok(Server {
-            state: AppState(Arc::new(shared)),
+            state: AppState(shared),
             listener,
             tls: tls.map(|(l, s)| (l, s.acceptor)),
             ready,
@@ -283,6 +304,7 @@ impl Server {
         drop(tls_listener);
         let _ = shutdown_tx.send(true);
         purge.abort();
+        state.store.close();
         tokio::select! {
             () = graceful.shutdown() => tracing::debug!("all connections closed"),
             () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),

@@ -27,21 +27,31 @@ pub async fn handle(state: AppState, conn: ConnInfo, req: Request<Incoming>) -> 
     let mut resp = match first {
         "" if path == "/" => inspector::index(&state, &parts),
         "healthz" => healthz(&state, &parts.method),
-        "i" | "static" => inspector::handle(&state, &parts),
+        "i" | "static" => {
+            // A bin created on another instance is mirrored here before its page is served.
+            if let Some(id) = path.strip_prefix("/i/") {
+                let _ = state.store.lookup(id.trim_end_matches('/')).await;
+            }
+            inspector::handle(&state, &parts)
+        }
         "favicon.ico" => empty(StatusCode::NO_CONTENT),
         "robots.txt" => text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
         "api" => api::handle(&state, &conn, Request::from_parts(parts, body)).await,
         "metrics" => metrics(&state, &parts.method),
         #[cfg(feature = "test-hooks")]
         "__panic" => panic!("test-hooks: deliberate panic inside a connection task"),
-        id => match state.store.get(id) {
-            Some(bin) => match rate_limited(&state, &conn, &parts, &bin.id) {
+        id => match state.store.lookup(id).await {
+            Ok(Some(bin)) => match rate_limited(&state, &conn, &parts, &bin.id) {
                 Some(resp) => resp,
                 None => ingest::handle(&state, &conn, bin, parts, body, raw).await,
             },
-            None => {
+            Ok(None) => {
                 state.metrics.reject("unknown_bin");
                 ApiError::unknown_bin().into_response()
+            }
+            Err(e) => {
+                state.metrics.reject("store_unavailable");
+                ApiError::from(e).into_response()
             }
         },
     };
@@ -111,15 +121,22 @@ fn healthz(state: &AppState, method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed();
     }
+    // Degraded (Redis unreachable) answers 503 so load balancers steer senders elsewhere.
+    let healthy = state.store.healthy();
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
-        "store": "memory",
+        "store": state.store.backend(),
         "bins": state.store.len(),
         "stored_bytes": state.store.total_bytes(),
     });
-    json_response(StatusCode::OK, body.to_string().into())
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body.to_string().into())
 }
 
 /// 405 as JSON.

@@ -105,12 +105,12 @@ pub struct Bin {
 }
 
 impl Bin {
-    fn new(id: &str, key_hash: KeyHash, settings: Settings, pinned: bool) -> Bin {
+    fn new(id: &str, key_hash: KeyHash, settings: Settings, pinned: bool, epoch: u64) -> Bin {
         Bin {
             id: id.into(),
             key_hash: Mutex::new(key_hash),
             settings: RwLock::new(Arc::new(settings)),
-            epoch: ids::random_u64() >> 11, // fits a JSON number exactly
+            epoch,
             ring: Mutex::new(Ring {
                 captures: VecDeque::new(),
                 next_seq: 1,
@@ -136,6 +136,21 @@ impl Bin {
     pub fn authorize(&self, key: &str) -> bool {
         let hash = *self.key_hash.lock().unwrap_or_else(|e| e.into_inner());
         ids::key_matches(&hash, key)
+    }
+
+    /// The stored key hash.
+    pub fn key_hash(&self) -> KeyHash {
+        *self.key_hash.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace the stored key hash (a key rotated on another instance).
+    pub fn set_key_hash(&self, hash: KeyHash) {
+        *self.key_hash.lock().unwrap_or_else(|e| e.into_inner()) = hash;
+    }
+
+    /// Whether the bin never expires (the ready bin).
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// Replace the key with a fresh random one and return it.
@@ -274,9 +289,14 @@ impl Bin {
     }
 
     fn log_event(ring: &mut Ring, event: BinEvent) -> u64 {
+        let after_seq = ring.next_seq - 1;
+        Self::log_event_after(ring, event, after_seq)
+    }
+
+    /// Log an event that viewers get after capture `after_seq` (a remote event's own position).
+    fn log_event_after(ring: &mut Ring, event: BinEvent, after_seq: u64) -> u64 {
         let no = ring.next_event;
         ring.next_event += 1;
-        let after_seq = ring.next_seq - 1;
         ring.events.push_back(LoggedEvent {
             no,
             after_seq,
@@ -298,6 +318,9 @@ pub enum CreateError {
     /// The id is taken.
     #[error("bin id is already in use")]
     Exists,
+    /// The shared store (Redis) could not be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The memory store.
@@ -345,10 +368,23 @@ impl MemoryStore {
         settings: Settings,
         pinned: bool,
     ) -> Result<Arc<Bin>, CreateError> {
+        let epoch = ids::random_u64() >> 11; // fits a JSON number exactly
+        self.create_with_epoch(id, key_hash, settings, pinned, epoch)
+    }
+
+    /// Create a bin with a known epoch (a mirror of a bin held by a shared store).
+    pub fn create_with_epoch(
+        &self,
+        id: &str,
+        key_hash: KeyHash,
+        settings: Settings,
+        pinned: bool,
+        epoch: u64,
+    ) -> Result<Arc<Bin>, CreateError> {
         if self.bins.len() >= self.max_bins {
             return Err(CreateError::Full);
         }
-        let bin = Arc::new(Bin::new(id, key_hash, settings, pinned));
+        let bin = Arc::new(Bin::new(id, key_hash, settings, pinned, epoch));
         bin.touch(self.now_s());
         match self.bins.entry(bin.id.clone()) {
             dashmap::mapref::entry::Entry::Occupied(_) => Err(CreateError::Exists),
@@ -362,6 +398,11 @@ impl MemoryStore {
     /// Look a bin up.
     pub fn get(&self, id: &str) -> Option<Arc<Bin>> {
         self.bins.get(id).map(|b| b.clone())
+    }
+
+    /// Ids of the bins held (a snapshot).
+    pub fn ids(&self) -> Vec<Arc<str>> {
+        self.bins.iter().map(|b| b.key().clone()).collect()
     }
 
     /// Number of bins.
@@ -412,15 +453,70 @@ impl MemoryStore {
         meta: RequestMeta,
         extra: CaptureExtra,
     ) -> Inserted {
+        let ring = bin.lock();
+        // Seq is assigned under the ring lock, so ring order is seq order.
+        let seq = ring.next_seq;
+        let capture = Arc::new(builder.finish(meta, extra, seq));
+        self.push(bin, ring, capture)
+    }
+
+    /// Store a capture whose seq a shared store assigned. In order (`seq` = next) it is
+    /// appended; an older seq is a duplicate and ignored (`None`). A newer seq means the ones
+    /// between are gone from the shared store (trimmed or cleared): with `allow_gap` the ring
+    /// drops everything older (viewers are told `evicted`), otherwise nothing is stored.
+    pub fn insert_known(
+        &self,
+        bin: &Bin,
+        capture: Arc<Capture>,
+        allow_gap: bool,
+    ) -> Option<Inserted> {
+        let mut ring = bin.lock();
+        if capture.seq < ring.next_seq || (capture.seq > ring.next_seq && !allow_gap) {
+            return None;
+        }
+        if capture.seq > ring.next_seq {
+            let freed: usize = ring
+                .captures
+                .drain(..)
+                .map(|c| c.cost() + c.deliveries_cost())
+                .sum();
+            bin.bytes.store(0, Ordering::Relaxed);
+            self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+            ring.next_seq = capture.seq;
+        }
+        Some(self.push(bin, ring, capture))
+    }
+
+    /// Note that seqs up to `last_seq` exist but are gone (cleared) in the shared store,
+    /// so the next capture expected is `last_seq + 1`.
+    pub fn advance(&self, bin: &Bin, last_seq: u64) {
+        let mut ring = bin.lock();
+        if ring.next_seq <= last_seq {
+            let freed: usize = ring
+                .captures
+                .drain(..)
+                .map(|c| c.cost() + c.deliveries_cost())
+                .sum();
+            bin.bytes.store(0, Ordering::Relaxed);
+            self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+            ring.next_seq = last_seq + 1;
+            ring.cleared_through = last_seq;
+            drop(ring);
+            bin.wake();
+        }
+    }
+
+    /// Append `capture` (its seq is `ring.next_seq`) and evict to stay within bounds.
+    fn push(
+        &self,
+        bin: &Bin,
+        mut ring: std::sync::MutexGuard<'_, Ring>,
+        capture: Arc<Capture>,
+    ) -> Inserted {
         let mut evicted = 0u64;
-        let capture;
         {
-            let mut ring = bin.lock();
             let capacity = bin.settings().capacity as usize;
-            // Seq is assigned under the ring lock, so ring order is seq order.
-            let seq = ring.next_seq;
-            ring.next_seq += 1;
-            capture = Arc::new(builder.finish(meta, extra, seq));
+            ring.next_seq = capture.seq + 1;
             let cost = capture.cost();
             let mut bin_bytes = bin.bytes.load(Ordering::Relaxed) + cost;
             ring.captures.push_back(capture.clone());
@@ -438,6 +534,7 @@ impl MemoryStore {
             self.total_bytes.fetch_add(cost, Ordering::Relaxed);
             self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         }
+        drop(ring);
         bin.used.store(true, Ordering::Relaxed);
         bin.touch(self.now_s());
         bin.wake();
@@ -484,17 +581,28 @@ impl MemoryStore {
 
     /// Remove all captures of a bin; seq continues.
     pub fn clear(&self, bin: &Bin) {
-        let freed: usize;
+        let through = bin.lock().next_seq - 1;
+        self.clear_through(bin, through);
+    }
+
+    /// Remove captures up to seq `through` (a clear, possibly announced by another
+    /// instance: later captures this mirror already holds stay); seq continues.
+    pub fn clear_through(&self, bin: &Bin, through: u64) {
+        let mut freed = 0usize;
         {
             let mut ring = bin.lock();
-            freed = ring
-                .captures
-                .drain(..)
-                .map(|c| c.cost() + c.deliveries_cost())
-                .sum();
-            ring.cleared_through = ring.next_seq - 1;
-            Bin::log_event(&mut ring, BinEvent::Cleared);
-            bin.bytes.store(0, Ordering::Relaxed);
+            while ring.captures.front().is_some_and(|c| c.seq <= through) {
+                let old = ring.captures.pop_front().expect("non-empty ring");
+                freed += old.cost() + old.deliveries_cost();
+            }
+            if ring.next_seq <= through {
+                ring.next_seq = through + 1;
+            }
+            ring.cleared_through = ring.cleared_through.max(through);
+            Bin::log_event_after(&mut ring, BinEvent::Cleared, through);
+            let bin_bytes = bin.bytes.load(Ordering::Relaxed);
+            bin.bytes
+                .store(bin_bytes.saturating_sub(freed), Ordering::Relaxed);
         }
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         bin.wake();

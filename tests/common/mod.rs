@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: start the real server on 127.0.0.1:0, talk to it with real clients.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -31,6 +33,8 @@ pub struct TestServer {
     pub state: hookrelay::state::AppState,
     /// Keeps the state dir alive.
     pub state_dir: tempfile::TempDir,
+    /// The private redis-server when the suite runs against Redis (`HOOKRELAY_TEST_STORE=redis`).
+    pub redis: Option<redis::RedisServer>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), hookrelay::Error>>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -70,13 +74,26 @@ impl TestServer {
             state_dir.path().display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // The whole suite runs against either store: HOOKRELAY_TEST_STORE=redis gives each
+        // server its own redis-server (unless the test chose a --store itself).
+        let mut redis = None;
+        if std::env::var("HOOKRELAY_TEST_STORE").as_deref() == Ok("redis")
+            && !extra.contains(&"--store")
+        {
+            redis = redis::RedisServer::start().await;
+            if let Some(r) = &redis {
+                args.extend(["--store".to_string(), r.url.clone()]);
+            }
+        }
         let cfg = ServeArgs::from_args(&args).expect("valid test flags");
         let listener = TcpListener::bind(cfg.listen).await.expect("bind");
         let tls_listener = match cfg.tls_listen {
             Some(a) => Some(TcpListener::bind(a).await.expect("bind tls")),
             None => None,
         };
-        let server = Server::new(cfg, listener, tls_listener).expect("server starts");
+        let server = Server::new(cfg, listener, tls_listener)
+            .await
+            .expect("server starts");
         let addr = server.local_addr();
         let tls_addr = server.tls_addr();
         let ready = server.ready_bin().clone();
@@ -93,6 +110,7 @@ impl TestServer {
             bin_key: ready.key,
             state,
             state_dir,
+            redis,
             shutdown: Some(tx),
             task: Some(task),
             client: Client::builder(TokioExecutor::new()).build_http(),
