@@ -639,3 +639,73 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     );
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_never_used_bins_expire_but_the_ready_bin_stays() {
+    let srv = TestServer::start(&[]).await;
+    let (unused, unused_key) = srv.create_bin("").await;
+    let (used, used_key) = srv.create_bin("").await;
+    srv.request(Method::POST, &format!("/{used}"), None, &[], "{}")
+        .await;
+    let day = Duration::from_secs(86_400);
+    // Never-used bins go first (their TTL is 1 h in production; zero here).
+    let removed = srv.state.store.purge_expired(day, Duration::ZERO);
+    assert_eq!(removed, 1);
+    let gone = srv
+        .request(
+            Method::GET,
+            &format!("/api/bins/{unused}"),
+            Some(&unused_key),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(srv.captures(&used, &used_key, 0).await.len(), 1);
+    // Idle TTL passes: the used bin goes, the ready (pinned) bin stays.
+    let removed = srv
+        .state
+        .store
+        .purge_expired(Duration::ZERO, Duration::ZERO);
+    assert_eq!(removed, 1);
+    let r = srv.post_capture("", "{}").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_method_and_nested_path_is_captured() {
+    let srv = TestServer::start(&[]).await;
+    for (i, m) in ["GET", "HEAD", "PUT", "PATCH", "DELETE", "PURGE"]
+        .iter()
+        .enumerate()
+    {
+        let method = Method::from_bytes(m.as_bytes()).unwrap();
+        let r = srv
+            .request(
+                method,
+                &format!("/{}/a/b/{i}?x=%20y", srv.bin_id),
+                None,
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{m}");
+        if *m == "HEAD" {
+            assert!(r.body.is_empty());
+        }
+    }
+    let c = srv.captures(&srv.bin_id, &srv.bin_key, 0).await;
+    let methods: Vec<&str> = c.iter().map(|c| c["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["GET", "HEAD", "PUT", "PATCH", "DELETE", "PURGE"]);
+    assert_eq!(c[5]["path"], format!("/{}/a/b/5", srv.bin_id));
+    assert_eq!(c[5]["query"], "x=%20y");
+    // Reserved first segments are never bins.
+    let r = srv.request(Method::POST, "/healthz", None, &[], "{}").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let h = srv
+        .request(Method::GET, "/healthz", None, &[], Bytes::new())
+        .await
+        .json();
+    assert_eq!(h["status"], "ok");
+    assert!(h["uptime_s"].is_u64() && h["version"].is_string() && h["store"].is_string());
+}
