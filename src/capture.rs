@@ -459,19 +459,16 @@ impl Serialize for CaptureView<'_> {
         st.serialize_field("remote_addr", &m.remote_addr.to_string())?;
         st.serialize_field("headers", &HeaderList(c))?;
         let body = &c.data[c.body_start as usize..];
-        let (text, encoding): (Option<Cow<str>>, &str) = match std::str::from_utf8(body) {
-            Ok(text) => (Some(Cow::Borrowed(text)), "utf8"),
-            Err(_) => (
-                Some(Cow::Owned(
-                    base64::engine::general_purpose::STANDARD.encode(body),
-                )),
-                "base64",
-            ),
-        };
+        let utf8 = std::str::from_utf8(body).ok();
+        let encoding = if utf8.is_some() { "utf8" } else { "base64" };
         if self.omit_body {
             st.serialize_field("body", &None::<&str>)?;
             st.serialize_field("body_omitted", &true)?;
         } else {
+            let text: Cow<str> = match utf8 {
+                Some(text) => Cow::Borrowed(text),
+                None => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(body)),
+            };
             st.serialize_field("body", &text)?;
         }
         st.serialize_field("body_encoding", encoding)?;
