@@ -380,7 +380,7 @@ fn start_hookrelay(name: &str, extra: &[String]) -> Result<Hookrelay, String> {
             Some(a) => Some(TcpListener::bind(a).await.expect("bind tls")),
             None => None,
         };
-        match Server::new(cfg, listener, tls_listener) {
+        match Server::new(cfg, listener, tls_listener).await {
             Err(e) => {
                 let _ = tx.send(Err(e.to_string()));
             }

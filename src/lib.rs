@@ -8,7 +8,8 @@
 //! - [`server`]: listeners, TLS, the exact-header tap, routing, graceful shutdown.
 //! - [`ingest`]: an inbound request becomes a [`capture::Capture`] and gets its answer.
 //! - [`capture`]: the compact capture record and its lazily built JSON.
-//! - [`store`]: bins and their ring buffers (memory backend).
+//! - [`store`]: bins and their ring buffers; memory, or Redis shared by several instances
+//!   (with the memory store as each instance's local mirror).
 //! - [`live`]: WebSocket sessions that stream a bin to viewers.
 //! - [`api`]: the REST API; [`inspector`]: the browser pages.
 //! - [`deliver`]: replay, auto-forward (with the SSRF guard) and the `listen` relay client.

@@ -234,7 +234,7 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
         })
         .cloned()
         .collect();
-    let expected_captured = vec![
+    let expected_captured = [
         ("content-type", "application/json"),
         ("x-signature", "ab12"),
         ("x-dup", "one"),
@@ -540,7 +540,7 @@ async fn non_loopback_listener_refuses_loopback_until_allowed() {
 }
 
 fn fail_every_tenth(seq: u64, nth: usize) -> u16 {
-    if seq % 10 == 0 && nth < 2 {
+    if seq.is_multiple_of(10) && nth < 2 {
         500
     } else {
         200
@@ -621,7 +621,7 @@ async fn forward_delivers_all_in_order_with_retries() {
         let d = c["deliveries"].as_array().unwrap();
         let statuses: Vec<u64> = d.iter().map(|d| d["status"].as_u64().unwrap()).collect();
         let attempts: Vec<u64> = d.iter().map(|d| d["attempt"].as_u64().unwrap()).collect();
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             assert_eq!(statuses, [500, 500, 200], "seq {seq}");
             assert_eq!(attempts, [1, 2, 3], "seq {seq}");
         } else {

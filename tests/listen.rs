@@ -312,3 +312,113 @@ async fn start_on(
     }));
     (ready, tx)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_over_wss_needs_an_explicit_trust_choice() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let server = TestServer::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ])
+    .await;
+    let (target, seen) = slow_target().await;
+    let tls = server.tls_addr.unwrap();
+    let inspector = format!(
+        "https://127.0.0.1:{}/i/{}#key={}",
+        tls.port(),
+        server.bin_id,
+        server.bin_key
+    );
+    let base = |dir: &tempfile::TempDir| -> Vec<String> {
+        vec![
+            inspector.clone(),
+            "--to".into(),
+            format!("http://{target}/"),
+            "--state-dir".into(),
+            dir.path().display().to_string(),
+        ]
+    };
+
+    // The self-signed dev certificate is refused without --ca or --insecure.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = Listen::start(&base(&dir));
+    listen.wait_line("disconnected (tls:", 0).await;
+    listen.terminate().await;
+
+    for trust in [
+        vec!["--ca".to_string(), cert.clone()],
+        vec!["--insecure".to_string()],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = base(&dir);
+        args.extend(trust);
+        let listen = Listen::start(&args);
+        listen.wait_line("connected to https://127.0.0.1", 0).await;
+        let before = seen.lock().unwrap().len();
+        server.post_capture("/tls", "{}").await;
+        wait_count(&seen, before + 1, 20).await;
+        listen.terminate().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_relays_large_and_binary_bodies_exactly() {
+    let server = TestServer::start(&[]).await;
+    let (target, seen) = slow_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--server",
+        &server.base_url,
+        "--bin",
+        &server.bin_id,
+        "--key",
+        &server.bin_key,
+        "--to",
+        &format!("http://{target}/t"),
+        "--state-dir",
+        &dir.path().display().to_string(),
+        "--print",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let listen = Listen::start(&args);
+    listen.wait_line("connected to", 0).await;
+    // Over 256 KiB: sent as body_omitted and fetched from /body. Not UTF-8: base64 on the wire.
+    let large: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let binary: Vec<u8> = vec![0, 159, 146, 150, 255, 10, 13];
+    server
+        .request(
+            Method::PUT,
+            &format!("/{}/big", server.bin_id),
+            None,
+            &[],
+            large.clone(),
+        )
+        .await;
+    server
+        .request(
+            Method::POST,
+            &format!("/{}/bin", server.bin_id),
+            None,
+            &[],
+            binary.clone(),
+        )
+        .await;
+    wait_count(&seen, 2, 20).await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!((got[0].1.as_str(), got[0].2.as_str()), ("PUT", "/t/big"));
+    assert_eq!(got[0].3, Bytes::from(large));
+    assert_eq!(got[1].3, Bytes::from(binary));
+    let lines = listen.terminate().await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("#1 PUT /big")),
+        "--print shows captures: {lines:?}"
+    );
+}

@@ -67,6 +67,13 @@ async fn expect_captures(ws: &mut Ws, n: u64) {
     }
 }
 
+async fn health(srv: &TestServer) -> (StatusCode, Value) {
+    let r = srv
+        .request(Method::GET, "/healthz", None, &[], Bytes::new())
+        .await;
+    (r.status, r.json())
+}
+
 async fn post(srv: &TestServer, bin: &str, body: String) -> (StatusCode, Option<u64>) {
     let r = srv
         .request(
@@ -119,12 +126,23 @@ async fn bin_made_on_a_takes_captures_on_b_and_a_viewer_sees_them_in_order() {
             r#"{"response":{"status":202}}"#,
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let frame = next_json(&mut ws).await;
     assert_eq!(frame["type"], "settings", "{frame}");
     assert_eq!(post(&a, &bin, "{}".into()).await.0, StatusCode::ACCEPTED);
     let r = b
-        .request(Method::DELETE, &format!("/api/bins/{bin}"), Some(&key), &[], Bytes::new())
+        .request(
+            Method::DELETE,
+            &format!("/api/bins/{bin}"),
+            Some(&key),
+            &[],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -181,13 +199,6 @@ async fn redis_outage_answers_503_loses_no_acknowledged_capture_and_recovers() {
     };
     let (a, b) = two_instances(&redis).await;
     let (bin, key) = a.create_bin(r#"{"capacity":5000}"#).await;
-    let health = |srv: &TestServer| {
-        let fut = srv.request(Method::GET, "/healthz", None, &[], Bytes::new());
-        async move {
-            let r = fut.await;
-            (r.status, r.json())
-        }
-    };
     assert_eq!(health(&a).await.1["status"], "ok");
     assert_eq!(health(&a).await.1["store"], "redis");
 
@@ -233,7 +244,10 @@ async fn redis_outage_answers_503_loses_no_acknowledged_capture_and_recovers() {
     // Recovers by itself: healthy again and accepting captures on both instances.
     let deadline = Instant::now() + Duration::from_secs(15);
     while health(&a).await.1["status"] != "ok" || health(&b).await.1["status"] != "ok" {
-        assert!(Instant::now() < deadline, "no recovery after Redis returned");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis returned"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovered_at = acked.lock().unwrap().len();
@@ -258,11 +272,18 @@ async fn redis_outage_answers_503_loses_no_acknowledged_capture_and_recovers() {
             let Some(last) = page.last() else { break };
             since = last["seq"].as_u64().unwrap();
             for c in &page {
-                stored.insert(c["seq"].as_u64().unwrap(), c["body"].as_str().unwrap().to_string());
+                stored.insert(
+                    c["seq"].as_u64().unwrap(),
+                    c["body"].as_str().unwrap().to_string(),
+                );
             }
         }
         for (seq, body) in &acked {
-            assert_eq!(stored.get(seq), Some(body), "acknowledged capture {seq} lost");
+            assert_eq!(
+                stored.get(seq),
+                Some(body),
+                "acknowledged capture {seq} lost"
+            );
         }
     }
 }
@@ -280,25 +301,28 @@ async fn forwards_go_out_once_per_capture_with_two_instances() {
     let seen2 = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = target.accept().await else { return };
+            let Ok((stream, _)) = target.accept().await else {
+                return;
+            };
             let seen = seen2.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        if let Some(seq) = req
-                            .headers()
-                            .get("x-hookrelay-seq")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok())
-                        {
-                            seen.lock().unwrap().push(seq);
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            if let Some(seq) = req
+                                .headers()
+                                .get("x-hookrelay-seq")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse().ok())
+                            {
+                                seen.lock().unwrap().push(seq);
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok")),
+                            ))
                         }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok")),
-                        ))
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -313,12 +337,47 @@ async fn forwards_go_out_once_per_capture_with_two_instances() {
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while seen.lock().unwrap().len() < 30 {
-        assert!(Instant::now() < deadline, "forwards missing: {:?}", seen.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "forwards missing: {:?}",
+            seen.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // time for any duplicate to show
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen, (1..=30).collect::<Vec<_>>(), "each capture once, in seq order");
+    assert_eq!(
+        seen,
+        (1..=30).collect::<Vec<_>>(),
+        "each capture once, in seq order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bins_expire_by_redis_ttl_but_the_ready_bin_stays() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let srv = TestServer::start(&["--store", &redis.url, "--bin-ttl", "1s"]).await;
+    let (unused, unused_key) = srv.create_bin("").await;
+    let (used, _) = srv.create_bin("").await;
+    assert_eq!(post(&srv, &used, "{}".into()).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let r = srv
+        .request(
+            Method::GET,
+            &format!("/api/bins/{unused}"),
+            Some(&unused_key),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        post(&srv, &used, "{}".into()).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(srv.post_capture("", "{}").await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +393,14 @@ async fn unreachable_redis_at_start_is_a_clear_error() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().display().to_string();
-    let args = ["--listen", "127.0.0.1:0", "--state-dir", &dir_arg, "--store", &url];
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &dir_arg,
+        "--store",
+        &url,
+    ];
     let cfg = hookrelay::ServeArgs::from_args(args).unwrap();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
     match hookrelay::Server::new(cfg, listener, None).await {

@@ -187,7 +187,7 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
             response_body: None,
             via: "forward".into(),
         };
-        state.store.add_delivery(bin, s, delivery);
+        state.record_delivery(bin, s, delivery);
     }
 }
 
@@ -259,7 +259,7 @@ async fn deliver(state: &AppState, bin: &Arc<Bin>, url: &str, seq: u64) {
     else {
         return;
     };
-    let record = |d: Delivery| state.store.add_delivery(bin, seq, d);
+    let record = |d: Delivery| state.record_delivery(bin, seq, d);
     let uri = match join_target(url, capture.path_suffix(), capture.query()) {
         Ok(u) => u,
         Err(e) => {

@@ -31,11 +31,14 @@ use crate::config::ListenArgs;
 const TARGET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed to connect and finish the WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// First and longest reconnect delay.
+/// First reconnect delay (doubles per failure).
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Largest frame accepted from the server (captures over 256 KiB come without their body).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest `delivery_report` sent (the server accepts client messages up to 256 KiB).
+const MAX_REPORT: usize = 200 * 1024;
 /// Largest body fetched through `/body` (the server's --max-body is far below).
 const MAX_FETCHED_BODY: usize = 256 * 1024 * 1024;
 
@@ -407,6 +410,10 @@ impl Relay {
                     if start != since {
                         return Ok(End::Reconnect);
                     }
+                    println!(
+                        "connected to {} bin {} (epoch {}); relaying captures after seq {start} to {}",
+                        self.source.server, self.source.bin, hello.epoch, self.target
+                    );
                 }
                 "capture" if hello_seen => {
                     let Ok(capture) =
@@ -440,7 +447,6 @@ impl Relay {
 
     /// Decide where to start from this hello; returns the `since` we should be connected with.
     fn on_hello(&mut self, hello: &Hello) -> u64 {
-        let server = &self.source.server;
         match (self.pos.epoch, self.pos.seq) {
             (Some(epoch), _) if epoch != hello.epoch => {
                 println!(
@@ -459,13 +465,8 @@ impl Relay {
             _ => {}
         }
         self.pos.epoch = Some(hello.epoch);
-        let seq = self.pos.seq.unwrap_or(0);
-        println!(
-            "connected to {server} bin {} (epoch {}); relaying captures after seq {seq} to {}",
-            self.source.bin, hello.epoch, self.target
-        );
         self.persist();
-        seq
+        self.pos.seq.unwrap_or(0)
     }
 
     fn persist(&self) {
@@ -541,8 +542,15 @@ impl Relay {
         };
         let mut delivery = delivery;
         crate::capture::bound_delivery(&mut delivery);
-        let report =
+        let mut report =
             serde_json::json!({ "type": "delivery_report", "seq": seq, "delivery": delivery });
+        if report.to_string().len() > MAX_REPORT {
+            // The server takes client messages up to 256 KiB: keep the report well inside.
+            delivery.response_headers.truncate(20);
+            delivery.response_body = delivery.response_body.map(|b| cut(b, 16 * 1024));
+            report =
+                serde_json::json!({ "type": "delivery_report", "seq": seq, "delivery": delivery });
+        }
         // A lost report is not a lost delivery: the position is saved either way.
         let _ = ws.send(Message::text(report.to_string())).await;
         self.pos.seq = Some(seq);
@@ -623,6 +631,17 @@ impl Relay {
             println!("stopped; last handled seq {seq} saved");
         }
     }
+}
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 fn print_capture(capture: &CaptureJson, shown: &str) {

@@ -132,7 +132,7 @@ pub async fn handle(
     let delivery = outcome.into_delivery(req.target.trim().to_string(), 1, "replay");
     let body = serde_json::to_vec(&delivery).expect("delivery JSON cannot fail");
     // The capture may have been evicted meanwhile: the caller still gets the record.
-    state.store.add_delivery(bin, capture.seq, delivery);
+    state.record_delivery(bin, capture.seq, delivery);
     Ok(json_response(StatusCode::OK, body.into()))
 }
 
