@@ -222,7 +222,12 @@ pub struct RedisStore {
     touched: DashMap<Arc<str>, Instant>,
     forward_hook: OnceLock<ForwardHook>,
     stop: watch::Sender<bool>,
+    /// Permits for fire-and-forget writes (deliveries, touches): bounded while Redis is slow or down.
+    background: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most fire-and-forget Redis writes in flight; beyond it they are dropped (and logged).
+const MAX_BACKGROUND_WRITES: usize = 1024;
 
 fn bin_key(id: &str) -> String {
     format!("hr:bin:{id}")
@@ -295,6 +300,7 @@ impl RedisStore {
             touched: DashMap::new(),
             forward_hook: OnceLock::new(),
             stop,
+            background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_WRITES)),
         });
         // The tasks hold a Weak: dropping the store (or `close`) ends them.
         tokio::spawn(pubsub_loop(
@@ -830,9 +836,14 @@ impl RedisStore {
 
     /// Store and announce a delivery in the background (already in the local mirror).
     pub fn add_delivery(self: &Arc<Self>, bin: &Bin, seq: u64, delivery: Delivery) {
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            tracing::warn!(bin = %bin.id, seq, "too many Redis writes pending; delivery record kept locally only");
+            return;
+        };
         let me = self.clone();
         let id = bin.id.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let line = serde_json::to_string(&delivery).expect("delivery serializes");
             let message = format!("d{}{seq}:{line}", me.origin);
             let mut conn = me.conn.clone();
@@ -875,9 +886,13 @@ impl RedisStore {
             self.touched.clear(); // bounded: forgetting only costs an extra EXPIRE
         }
         self.touched.insert(bin.id.clone(), now);
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            return; // a skipped refresh only costs an earlier expiry check
+        };
         let me = self.clone();
         let id = bin.id.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut conn = me.conn.clone();
             let _: Result<i64, _> = me
                 .run(
