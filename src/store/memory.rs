@@ -288,6 +288,24 @@ impl Bin {
         true
     }
 
+    /// Pop the oldest captures while `more(ring, bytes freed so far)` holds; keeps the bin's
+    /// byte count in step and returns (captures evicted, bytes freed).
+    fn evict_while(
+        ring: &mut Ring,
+        bytes: &AtomicUsize,
+        mut more: impl FnMut(&Ring, usize) -> bool,
+    ) -> (u64, usize) {
+        let (mut count, mut freed) = (0u64, 0usize);
+        while !ring.captures.is_empty() && more(ring, freed) {
+            let old = ring.captures.pop_front().expect("checked non-empty");
+            freed += old.cost() + old.deliveries_cost();
+            count += 1;
+        }
+        let held = bytes.load(Ordering::Relaxed);
+        bytes.store(held.saturating_sub(freed), Ordering::Relaxed);
+        (count, freed)
+    }
+
     fn log_event(ring: &mut Ring, event: BinEvent) -> u64 {
         let after_seq = ring.next_seq - 1;
         Self::log_event_after(ring, event, after_seq)
@@ -513,27 +531,18 @@ impl MemoryStore {
         mut ring: std::sync::MutexGuard<'_, Ring>,
         capture: Arc<Capture>,
     ) -> Inserted {
-        let mut evicted = 0u64;
-        {
-            let capacity = bin.settings().capacity as usize;
-            ring.next_seq = capture.seq + 1;
-            let cost = capture.cost();
-            let mut bin_bytes = bin.bytes.load(Ordering::Relaxed) + cost;
-            ring.captures.push_back(capture.clone());
-            let mut freed = 0usize;
-            while ring.captures.len() > capacity
-                || (bin_bytes > self.max_bin_bytes && ring.captures.len() > 1)
-            {
-                let old = ring.captures.pop_front().expect("non-empty ring");
-                let c = old.cost() + old.deliveries_cost();
-                bin_bytes -= c.min(bin_bytes);
-                freed += c;
-                evicted += 1;
-            }
-            bin.bytes.store(bin_bytes, Ordering::Relaxed);
-            self.total_bytes.fetch_add(cost, Ordering::Relaxed);
-            self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
-        }
+        let capacity = bin.settings().capacity as usize;
+        ring.next_seq = capture.seq + 1;
+        let cost = capture.cost();
+        let bin_bytes = bin.bytes.fetch_add(cost, Ordering::Relaxed) + cost;
+        ring.captures.push_back(capture.clone());
+        let max_bin_bytes = self.max_bin_bytes;
+        let (mut evicted, freed) = Bin::evict_while(&mut ring, &bin.bytes, |r, freed| {
+            r.captures.len() > capacity
+                || (bin_bytes.saturating_sub(freed) > max_bin_bytes && r.captures.len() > 1)
+        });
+        self.total_bytes.fetch_add(cost, Ordering::Relaxed);
+        self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         drop(ring);
         bin.used.store(true, Ordering::Relaxed);
         bin.touch(self.now_s());
@@ -557,19 +566,10 @@ impl MemoryStore {
                 .max_by_key(|b| b.bytes())
                 .map(|b| b.clone());
             let Some(bin) = largest else { break };
-            let mut freed = 0usize;
-            {
-                let mut ring = bin.lock();
-                let mut bin_bytes = bin.bytes.load(Ordering::Relaxed);
-                while self.total_bytes().saturating_sub(freed) > target && ring.captures.len() > 1 {
-                    let old = ring.captures.pop_front().expect("non-empty ring");
-                    let c = old.cost() + old.deliveries_cost();
-                    bin_bytes -= c.min(bin_bytes);
-                    freed += c;
-                    evicted += 1;
-                }
-                bin.bytes.store(bin_bytes, Ordering::Relaxed);
-            }
+            let (count, freed) = Bin::evict_while(&mut bin.lock(), &bin.bytes, |r, freed| {
+                self.total_bytes().saturating_sub(freed) > target && r.captures.len() > 1
+            });
+            evicted += count;
             if freed == 0 {
                 break; // every ring is down to its newest capture
             }
@@ -588,21 +588,17 @@ impl MemoryStore {
     /// Remove captures up to seq `through` (a clear, possibly announced by another
     /// instance: later captures this mirror already holds stay); seq continues.
     pub fn clear_through(&self, bin: &Bin, through: u64) {
-        let mut freed = 0usize;
+        let freed;
         {
             let mut ring = bin.lock();
-            while ring.captures.front().is_some_and(|c| c.seq <= through) {
-                let old = ring.captures.pop_front().expect("non-empty ring");
-                freed += old.cost() + old.deliveries_cost();
-            }
+            (_, freed) = Bin::evict_while(&mut ring, &bin.bytes, |r, _| {
+                r.captures.front().is_some_and(|c| c.seq <= through)
+            });
             if ring.next_seq <= through {
                 ring.next_seq = through + 1;
             }
             ring.cleared_through = ring.cleared_through.max(through);
             Bin::log_event_after(&mut ring, BinEvent::Cleared, through);
-            let bin_bytes = bin.bytes.load(Ordering::Relaxed);
-            bin.bytes
-                .store(bin_bytes.saturating_sub(freed), Ordering::Relaxed);
         }
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         bin.wake();
@@ -611,18 +607,13 @@ impl MemoryStore {
     /// Replace settings (shrinking capacity evicts the oldest) and announce them.
     pub fn set_settings(&self, bin: &Bin, settings: Settings) -> Arc<Settings> {
         let settings = Arc::new(settings);
-        let mut freed = 0usize;
+        let freed;
         {
             let mut ring = bin.lock();
             *bin.settings.write().unwrap_or_else(|e| e.into_inner()) = settings.clone();
-            let mut bin_bytes = bin.bytes.load(Ordering::Relaxed);
-            while ring.captures.len() > settings.capacity as usize {
-                let old = ring.captures.pop_front().expect("non-empty ring");
-                let c = old.cost() + old.deliveries_cost();
-                bin_bytes -= c.min(bin_bytes);
-                freed += c;
-            }
-            bin.bytes.store(bin_bytes, Ordering::Relaxed);
+            let capacity = settings.capacity as usize;
+            (_, freed) =
+                Bin::evict_while(&mut ring, &bin.bytes, |r, _| r.captures.len() > capacity);
             Bin::log_event(&mut ring, BinEvent::Settings(settings.clone()));
         }
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
