@@ -8,40 +8,15 @@ use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Client = common::ws::Ws;
 
 async fn connect(srv: &TestServer, bin: &str, key: Option<&str>, since: u64) -> Client {
-    let url = format!("ws://{}/api/bins/{bin}/ws?since={since}", srv.addr);
-    let mut req = url.into_client_request().unwrap();
-    if let Some(k) = key {
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connects");
-    ws
+    common::ws::connect(srv.addr, bin, key, since).await
 }
 
-async fn next_json(ws: &mut Client) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("frame within 10 s")
-            .expect("stream open")
-            .expect("frame ok");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
-}
+use common::ws::next_json;
 
 async fn close_code(ws: &mut Client) -> u16 {
     loop {

@@ -9,15 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::redis::RedisServer;
 use common::TestServer;
-use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use common::ws::Ws;
 
 async fn two_instances(redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::start(&["--store", &redis.url]).await;
@@ -26,30 +21,10 @@ async fn two_instances(redis: &RedisServer) -> (TestServer, TestServer) {
 }
 
 async fn viewer(srv: &TestServer, bin: &str, key: &str) -> Ws {
-    let url = format!("ws://{}/api/bins/{bin}/ws?since=0", srv.addr);
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {key}").parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connects");
-    ws
+    common::ws::connect(srv.addr, bin, Some(key), 0).await
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("frame within 10 s")
-            .expect("stream open")
-            .expect("frame ok");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => continue,
-        }
-    }
-}
+use common::ws::next_json;
 
 /// Read capture frames until `n` captures arrived; asserts seq order with no gap or dup.
 async fn expect_captures(ws: &mut Ws, n: u64) {

@@ -238,10 +238,10 @@ pub async fn run(args: ListenArgs) -> Result<(), String> {
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
-        stop_signal().await;
+        crate::state::stop_signal().await;
         let _ = stop_tx.send(true);
         // A second signal means "now": skip the graceful part.
-        stop_signal().await;
+        crate::state::stop_signal().await;
         std::process::exit(130);
     });
     let mut relay = Relay {
@@ -255,22 +255,6 @@ pub async fn run(args: ListenArgs) -> Result<(), String> {
         stop,
     };
     relay.run().await
-}
-
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 impl Relay {
