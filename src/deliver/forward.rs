@@ -78,6 +78,12 @@ impl Forwarder {
         })
     }
 
+    /// Forget the queues of bins that are gone (called by the periodic purge).
+    pub fn purge(&self) {
+        self.bins
+            .retain(|_, q| !q.workers.is_empty() || q.bin.strong_count() > 0);
+    }
+
     /// Remove a worker's handle; with `only_if_idle`, only when its queue is empty.
     /// Runs under the map's shard lock, like `enqueue`, so no seq is sent to a retired worker.
     fn retire(
@@ -95,7 +101,11 @@ impl Forwarder {
             q.workers.retain(|w| w.generation != generation);
             retired = q.workers.len() < before;
         }
-        self.bins.remove_if(bin, |_, q| q.workers.is_empty());
+        // The entry (with `enqueued_through`) outlives idle workers, so a worker restarted
+        // later can't skip a capture whose ingest finished out of order; it goes with its bin.
+        self.bins.remove_if(bin, |_, q| {
+            q.workers.is_empty() && q.bin.strong_count() == 0
+        });
         retired || only_if_idle.is_none()
     }
 
@@ -125,18 +135,18 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
     let fw = &state.deliver.forwards;
     let mut overflow: Vec<(u64, String)> = Vec::new();
     {
-        let mut q = fw.bins.entry(bin.id.clone()).or_insert_with(|| BinQueues {
+        let fresh = || BinQueues {
             bin: Arc::downgrade(bin),
-            enqueued_through: seq - 1,
+            enqueued_through: bin
+                .forward_from()
+                .clamp(seq.saturating_sub(MAX_CATCH_UP), seq)
+                - 1,
             workers: Vec::new(),
-        });
+        };
+        let mut q = fw.bins.entry(bin.id.clone()).or_insert_with(fresh);
         if q.bin.as_ptr() != Arc::as_ptr(bin) {
             // Same id, new bin: start over (old workers notice their bin is gone and exit).
-            *q = BinQueues {
-                bin: Arc::downgrade(bin),
-                enqueued_through: seq - 1,
-                workers: Vec::new(),
-            };
+            *q = fresh();
         }
         if seq <= q.enqueued_through {
             return; // a later capture's enqueue already queued this one, in order

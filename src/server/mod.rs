@@ -361,6 +361,7 @@ async fn purge_loop(state: AppState) {
             tracing::info!(removed, "expired idle bins");
         }
         state.create_limiter.purge();
+        state.deliver.forwards.purge();
         if let Some(l) = &state.ip_limiter {
             l.purge();
         }

@@ -102,6 +102,8 @@ pub struct Bin {
     pinned: bool,
     /// Live viewers (WebSocket sessions) now.
     pub viewers: AtomicUsize,
+    /// First seq the current forward targets apply to (set when `forward` changes).
+    forward_from: AtomicU64,
 }
 
 impl Bin {
@@ -125,6 +127,7 @@ impl Bin {
             used: AtomicBool::new(false),
             pinned,
             viewers: AtomicUsize::new(0),
+            forward_from: AtomicU64::new(1),
         }
     }
 
@@ -166,6 +169,12 @@ impl Bin {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// First seq the current forward targets apply to: every capture from it on is forwarded,
+    /// whatever order concurrent ingests finish in.
+    pub fn forward_from(&self) -> u64 {
+        self.forward_from.load(Ordering::Relaxed)
     }
 
     /// Bytes of captures held.
@@ -610,7 +619,15 @@ impl MemoryStore {
         let freed;
         {
             let mut ring = bin.lock();
-            *bin.settings.write().unwrap_or_else(|e| e.into_inner()) = settings.clone();
+            let old = std::mem::replace(
+                &mut *bin.settings.write().unwrap_or_else(|e| e.into_inner()),
+                settings.clone(),
+            );
+            if old.forward != settings.forward {
+                // Seqs are assigned after settings are read, so any capture that saw the new
+                // targets gets a seq at or above this one.
+                bin.forward_from.store(ring.next_seq, Ordering::Relaxed);
+            }
             let capacity = settings.capacity as usize;
             (_, freed) =
                 Bin::evict_while(&mut ring, &bin.bytes, |r, _| r.captures.len() > capacity);
