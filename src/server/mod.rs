@@ -221,6 +221,10 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(state.cfg.header_timeout)
             .max_buf_size(MAX_HEAD)
+            // A sender that shuts down its write side after the request (`nc -N`, some
+            // HTTP/1.0 clients) still gets its answer, and its capture: without this hyper
+            // drops the in-flight request on read EOF (EOF on an idle connection still closes).
+            .half_close(true)
             .keep_alive(true);
         builder
             .http2()

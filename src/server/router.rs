@@ -23,7 +23,13 @@ pub async fn handle(state: AppState, conn: ConnInfo, req: Request<Incoming>) -> 
         None
     };
     let path = parts.uri.path();
-    let first = path[1..].split('/').next().unwrap_or("");
+    // `CONNECT host:port` (authority-form) has an empty path: no `path[1..]` here.
+    let first = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .next()
+        .unwrap_or("");
     let mut resp = match first {
         "" if path == "/" => inspector::index(&state, &parts),
         "healthz" => healthz(&state, &parts.method),
