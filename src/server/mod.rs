@@ -98,7 +98,12 @@ impl Server {
             None => None,
         };
         let ready = ready_bin(&cfg)?;
-        let mem = MemoryStore::new(cfg.max_bins, cfg.max_bin_bytes, cfg.max_memory);
+        let budget = usize::try_from(cfg.max_memory)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        let body_budget = Arc::new(Semaphore::new(budget));
+        let mem = MemoryStore::new(cfg.max_bins, cfg.max_bin_bytes, cfg.max_memory)
+            .sharing_budget_with(body_budget.clone(), budget);
         let store = if cfg.store == "memory" {
             Store::memory(mem)
         } else {
@@ -115,9 +120,6 @@ impl Server {
             .await
             .map_err(Error::Store)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let budget = usize::try_from(cfg.max_memory)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
         let deliver = crate::deliver::Deliverer::new(&cfg, &own_addrs)?;
         let shared = Shared {
             deliver,
@@ -125,7 +127,7 @@ impl Server {
             ip_limiter: cfg.rate_limit_ip.map(|n| WindowLimiter::new(n, 1)),
             bin_limiter: cfg.rate_limit_bin.map(|n| WindowLimiter::new(n, 1)),
             metrics: crate::metrics::Metrics::new(),
-            body_budget: Arc::new(Semaphore::new(budget)),
+            body_budget,
             store,
             shutdown: shutdown_rx,
             started: Instant::now(),

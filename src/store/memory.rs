@@ -357,6 +357,9 @@ pub struct MemoryStore {
     max_bins: usize,
     max_bin_bytes: usize,
     max_memory: usize,
+    /// Bytes of request bodies still being received (permits taken from this semaphore of
+    /// the given size): they share --max-memory with the stored captures.
+    in_flight: Option<(Arc<tokio::sync::Semaphore>, usize)>,
     started: Instant,
     evictions: AtomicU64,
 }
@@ -378,9 +381,24 @@ impl MemoryStore {
             max_bins,
             max_bin_bytes: max_bin_bytes as usize,
             max_memory: max_memory as usize,
+            in_flight: None,
             started: Instant::now(),
             evictions: AtomicU64::new(0),
         }
+    }
+
+    /// Count bodies in flight (the used permits of `budget`, of `size` in all) against
+    /// --max-memory too, so stored captures plus bodies being received stay within it.
+    pub fn sharing_budget_with(mut self, budget: Arc<tokio::sync::Semaphore>, size: usize) -> Self {
+        self.in_flight = Some((budget, size));
+        self
+    }
+
+    /// Bytes of bodies being received now.
+    fn in_flight_bytes(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, |(sem, size)| {
+            size.saturating_sub(sem.available_permits())
+        })
     }
 
     fn now_s(&self) -> u64 {
@@ -556,17 +574,18 @@ impl MemoryStore {
         bin.used.store(true, Ordering::Relaxed);
         bin.touch(self.now_s());
         bin.wake();
-        if self.total_bytes() > self.max_memory {
+        if self.total_bytes() + self.in_flight_bytes() > self.max_memory {
             evicted += self.evict_global();
         }
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
         Inserted { capture, evicted }
     }
 
-    /// Above --max-memory: take the oldest captures of the largest bin until 1/64 below the limit
-    /// (the slack amortizes the scan over bins).
+    /// Above --max-memory (stored plus in flight): take the oldest captures of the largest bin
+    /// until 1/64 below the limit (the slack amortizes the scan over bins).
     fn evict_global(&self) -> u64 {
-        let target = self.max_memory - self.max_memory / 64;
+        let target =
+            (self.max_memory - self.max_memory / 64).saturating_sub(self.in_flight_bytes());
         let mut evicted = 0;
         while self.total_bytes() > target {
             let largest = self
