@@ -520,12 +520,7 @@ impl MemoryStore {
             return None;
         }
         if capture.seq > ring.next_seq {
-            let freed: usize = ring
-                .captures
-                .drain(..)
-                .map(|c| c.cost() + c.deliveries_cost())
-                .sum();
-            bin.bytes.store(0, Ordering::Relaxed);
+            let (_, freed) = Bin::evict_while(&mut ring, &bin.bytes, |_, _| true);
             self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
             ring.next_seq = capture.seq;
         }
@@ -537,12 +532,7 @@ impl MemoryStore {
     pub fn advance(&self, bin: &Bin, last_seq: u64) {
         let mut ring = bin.lock();
         if ring.next_seq <= last_seq {
-            let freed: usize = ring
-                .captures
-                .drain(..)
-                .map(|c| c.cost() + c.deliveries_cost())
-                .sum();
-            bin.bytes.store(0, Ordering::Relaxed);
+            let (_, freed) = Bin::evict_while(&mut ring, &bin.bytes, |_, _| true);
             self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
             ring.next_seq = last_seq + 1;
             ring.cleared_through = last_seq;
