@@ -91,6 +91,11 @@ impl CaptureBuilder {
         }
     }
 
+    /// Make room for `n` more body bytes in one step (a declared length).
+    pub fn reserve_body(&mut self, n: usize) {
+        self.buf.reserve(n);
+    }
+
     /// Append body bytes.
     pub fn push_body(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);

@@ -51,10 +51,11 @@ pub async fn handle(
     let path = parts.uri.path();
     let query = parts.uri.query();
     let declared_over = declared_length.is_some_and(|n| n > max_body as u64);
-    let body_hint = if declared_over {
-        0
-    } else {
-        declared_length.unwrap_or(0) as usize
+    // Small declared bodies share the head's single allocation; a large one is reserved only
+    // once its memory-budget permits are granted (see `read_body`), never before.
+    let body_hint = match declared_length {
+        Some(n) if n <= EAGER_BODY as u64 => n as usize,
+        _ => 0,
     };
     let mut builder = match &raw {
         Some(head) => CaptureBuilder::new(path, query, || head.iter(), body_hint),
@@ -224,6 +225,9 @@ pub async fn handle(
     resp
 }
 
+/// Declared bodies up to this size are allocated with the capture's head, before the budget.
+const EAGER_BODY: usize = 64 * 1024;
+
 enum BodyError {
     Timeout,
     Budget,
@@ -246,6 +250,9 @@ async fn read_body<'a>(
     if let Some(len) = declared.filter(|n| *n > 0) {
         permits = Some(acquire(state, len as usize, deadline).await?);
         held = len as usize;
+        if held > EAGER_BODY {
+            builder.reserve_body(held);
+        }
     }
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {

@@ -41,5 +41,6 @@ pub mod state;
 pub mod store;
 
 pub use config::{Cli, Command, ServeArgs};
+
 pub use error::Error;
 pub use server::Server;
