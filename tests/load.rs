@@ -364,12 +364,19 @@ async fn flood_of_1mib_bodies_stays_within_memory_and_loses_no_answered_capture(
         "the flood moved too little to prove anything"
     );
     assert!(stored <= MAX_MEMORY, "store holds {stored} bytes");
-    // Stored + in-flight bytes share --max-memory (global eviction counts both). The issue's
-    // "max-memory + 64 MiB" is printed, not asserted: glibc keeps freed 1 MiB blocks in its
-    // per-thread heaps (measured ≈ +138 MiB here), so the assertion allows 2 × max-memory + 64 MiB.
-    let bound = 2 * MAX_MEMORY + 64 * MIB;
+    // Stored + in-flight bytes share --max-memory (global eviction counts both). What glibc
+    // malloc keeps on top depends on its arenas: with the default (several per-thread heaps)
+    // freed 1 MiB blocks linger (measured ≈ +130–138 MiB here); with MALLOC_ARENA_MAX=1, as
+    // README recommends for tight bounds and .ci/run uses, ≈ +100 MiB. The issue's bound
+    // (max-memory + 64 MiB) is asserted under that setting, a looser one otherwise.
+    let one_arena = std::env::var("MALLOC_ARENA_MAX").is_ok_and(|v| v.trim() == "1");
+    let bound = if one_arena {
+        MAX_MEMORY + 64 * MIB
+    } else {
+        2 * MAX_MEMORY + 64 * MIB
+    };
     println!(
-        "flood: growth {:.1} MiB vs issue bound {} MiB: {}",
+        "flood: growth {:.1} MiB vs issue bound {} MiB: {} (MALLOC_ARENA_MAX=1: {one_arena})",
         mib(growth),
         (MAX_MEMORY + 64 * MIB) / MIB,
         if growth < MAX_MEMORY + 64 * MIB {
