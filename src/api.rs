@@ -38,7 +38,7 @@ async fn route(
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        check_origin(req.headers())?;
+        check_origin(req.headers(), req.uri())?;
     }
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["bins"]) => create_bin(state, conn, req).await,
@@ -328,11 +328,15 @@ pub fn authorize(bin: &Bin, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Browsers send `Origin` on cross-site writes: refuse any that isn't this server.
-fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_origin(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(()); // non-browser client
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    // HTTP/2 requests (browsers over TLS) carry `:authority` instead of a Host header.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
     let origin = origin.to_str().unwrap_or("null");
     let same = host.is_some_and(|host| {
         origin == format!("http://{host}") || origin == format!("https://{host}")

@@ -126,3 +126,26 @@ async fn h2c_prior_knowledge_on_the_plain_listener() {
     assert_eq!(captures[2]["body_encoding"], "base64");
     assert_eq!(captures[2]["body"], "AJ+Slg==");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_writes_over_https_h2_pass_the_origin_check() {
+    let srv = start_tls().await;
+    let io = TokioIo::new(tls_stream(&srv, b"h2").await);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let authority = format!("localhost:{}", srv.tls_addr.unwrap().port());
+    for (origin, status) in [
+        (format!("https://{authority}"), StatusCode::OK),
+        ("https://evil.example".to_string(), StatusCode::FORBIDDEN),
+    ] {
+        let req = Request::patch(format!("https://{authority}/api/bins/{}", srv.bin_id))
+            .header("origin", origin.as_str())
+            .header("authorization", format!("Bearer {}", srv.bin_key))
+            .body(Full::new(Bytes::from_static(br#"{"capacity":42}"#)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), status, "Origin {origin}");
+    }
+}
