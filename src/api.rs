@@ -262,12 +262,7 @@ async fn create_bin(
             .insert(header::RETRY_AFTER, HeaderValue::from(retry));
         return Ok(resp);
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = crate::state::request_host(req.headers(), req.uri()).map(str::to_string);
     let body = read_json_body(req).await?;
     let settings = Settings::from_create_json(&body, state.cfg.bin_capacity)?;
     let id = ids::random_token();
@@ -333,10 +328,7 @@ fn check_origin(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ApiError> {
         return Ok(()); // non-browser client
     };
     // HTTP/2 requests (browsers over TLS) carry `:authority` instead of a Host header.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let host = crate::state::request_host(headers, uri);
     let origin = origin.to_str().unwrap_or("null");
     let same = host.is_some_and(|host| {
         origin == format!("http://{host}") || origin == format!("https://{host}")

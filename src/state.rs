@@ -48,6 +48,14 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The host a client addressed: `Host` (HTTP/1) or the URI authority (`:authority`, HTTP/2).
+pub fn request_host<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
 impl AppState {
     /// Store a delivery attempt on its capture, stream it, and count it by outcome.
     pub fn record_delivery(

@@ -107,12 +107,7 @@ fn all_captures(bin: &Bin) -> Vec<Arc<Capture>> {
 
 /// Public base URL as seen by this API client (same rule as bin creation's `inbound_url`).
 fn base_url(state: &AppState, tls: bool, headers: &HeaderMap, uri: &Uri) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.to_string()));
-    state.base_url(host.as_deref(), tls)
+    state.base_url(crate::state::request_host(headers, uri), tls)
 }
 
 fn download(body: Vec<u8>, content_type: &'static str, filename: &str) -> Response<Body> {
