@@ -213,6 +213,14 @@ impl Settings {
                 Some(s) if !s.is_empty() && s.len() <= 1024 => {}
                 _ => return Err(bad("verify.secret", "required (1–1024 chars)".into())),
             }
+            let secret = v.secret.as_deref().unwrap_or_default();
+            if v.scheme == Scheme::HeaderSecret && secret.trim() != secret {
+                // HTTP strips a header value's surrounding whitespace: it could never match.
+                return Err(bad(
+                    "verify.secret",
+                    "a header-secret may not start or end with whitespace".into(),
+                ));
+            }
             if v.tolerance_s > 7 * 24 * 3600 {
                 return Err(bad("verify.tolerance_s", "must be at most 604800".into()));
             }
@@ -321,6 +329,8 @@ mod tests {
             .merge_patch(br#"{"response":{"headers":[["Set-Cookie","a=b"]]}}"#)
             .unwrap_err();
         assert!(err.message.contains("Set-Cookie"), "{}", err.message);
+        let spaced = s.merge_patch(br#"{"verify":{"scheme":"header-secret","secret":" x "}}"#);
+        assert!(spaced.is_err());
         let s3 = s.merge_patch(br#"{"verify":null}"#).unwrap();
         assert!(s3.verify.is_none());
     }

@@ -302,7 +302,8 @@ impl Operation {
                         s.shape.to_schema()
                     };
                     let mut m = json!({ "schema": schema });
-                    if let Some(example) = &s.example {
+                    // A very deep example would push the document past what JSON parsers accept.
+                    if let Some(example) = s.example.as_ref().filter(|e| depth(e) <= MAX_DEPTH) {
                         m["example"] = example.clone();
                     }
                     (media.clone(), m)
@@ -400,6 +401,19 @@ fn parse_body(c: &Capture) -> ParsedBody {
     }
 }
 
+/// Deepest body nesting described (schemas nest two levels per object level, and parsers
+/// such as serde_json refuse documents past 128); deeper values get the any-schema `{}`.
+const MAX_DEPTH: usize = 32;
+
+/// Nesting depth of a JSON value (scalars are 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// The merged shape of every value seen at one place in the samples.
 #[derive(Debug, Default, Clone)]
 pub struct Shape {
@@ -413,6 +427,8 @@ pub struct Shape {
     object: Option<ObjectShape>,
     /// Merged shape of every element of every array seen.
     array: Option<Box<Shape>>,
+    /// Containers seen below [`MAX_DEPTH`]: not described.
+    too_deep: bool,
 }
 
 /// Properties of the objects seen at one place.
@@ -427,6 +443,14 @@ struct ObjectShape {
 impl Shape {
     /// Merge one more sample.
     pub fn add(&mut self, v: &Value) {
+        self.add_at(v, 0);
+    }
+
+    fn add_at(&mut self, v: &Value, level: usize) {
+        if level >= MAX_DEPTH && matches!(v, Value::Array(_) | Value::Object(_)) {
+            self.too_deep = true;
+            return;
+        }
         match v {
             Value::Null => self.null = true,
             Value::Bool(_) => self.boolean = true,
@@ -444,7 +468,7 @@ impl Shape {
             Value::Array(items) => {
                 let shape = self.array.get_or_insert_with(Box::default);
                 for item in items {
-                    shape.add(item);
+                    shape.add_at(item, level + 1);
                 }
             }
             Value::Object(map) => {
@@ -453,7 +477,7 @@ impl Shape {
                 for (k, v) in map {
                     let (n, shape) = obj.props.entry(k.clone()).or_default();
                     *n += 1;
-                    shape.add(v);
+                    shape.add_at(v, level + 1);
                 }
             }
         }
@@ -461,7 +485,7 @@ impl Shape {
 
     /// Whether nothing was seen (e.g. the items of arrays that were always empty).
     pub fn is_empty(&self) -> bool {
-        !(self.null || self.boolean || self.integer || self.number)
+        !(self.null || self.boolean || self.integer || self.number || self.too_deep)
             && self.strings == 0
             && self.object.is_none()
             && self.array.is_none()
@@ -469,6 +493,9 @@ impl Shape {
 
     /// The JSON Schema (2020-12, as OpenAPI 3.1 uses) for everything seen.
     pub fn to_schema(&self) -> Value {
+        if self.too_deep {
+            return json!({}); // any value: deeper than we describe
+        }
         let mut types: Vec<&str> = Vec::new();
         let mut schema = Map::new();
         if let Some(obj) = &self.object {
@@ -844,6 +871,19 @@ mod tests {
         assert!(del.get("requestBody").is_none());
         let desc = doc["info"]["description"].as_str().unwrap();
         assert!(desc.contains("1 capture(s) with methods"), "{desc}");
+    }
+
+    #[test]
+    fn very_deep_bodies_stay_parseable() {
+        let mut deep = json!(1);
+        for _ in 0..120 {
+            deep = json!({ "a": deep });
+        }
+        let schema = schema_of(&[deep.clone()]);
+        let text = serde_json::to_string(&schema).unwrap();
+        let reparsed: Value = serde_json::from_str(&text).expect("schema parses back");
+        assert!(depth(&reparsed) <= 2 * MAX_DEPTH + 2);
+        assert!(depth(&deep) > MAX_DEPTH);
     }
 
     #[test]
