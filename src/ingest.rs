@@ -27,7 +27,7 @@ pub async fn handle(
     conn: &ConnInfo,
     bin: Arc<Bin>,
     parts: Parts,
-    body: Incoming,
+    mut body: Incoming,
     raw: Option<RawHead>,
 ) -> Response<Body> {
     let received_at = SystemTime::now();
@@ -83,7 +83,7 @@ pub async fn handle(
         let deadline = Instant::now() + state.cfg.body_timeout;
         match read_body(
             state,
-            body,
+            &mut body,
             &mut builder,
             max_body,
             declared_length,
@@ -96,6 +96,7 @@ pub async fn handle(
                 _permits = permits;
             }
             Err(BodyError::Timeout) => {
+                linger(body);
                 state.metrics.reject("body_timeout");
                 return ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
@@ -105,6 +106,7 @@ pub async fn handle(
                 .into_response();
             }
             Err(BodyError::Budget) => {
+                linger(body);
                 state.metrics.reject("memory_budget");
                 return ApiError::unavailable(
                     "server memory budget for request bodies is exhausted; retry later",
@@ -119,6 +121,9 @@ pub async fn handle(
         }
     }
 
+    if truncated {
+        linger(body);
+    }
     let signature = settings.verify.as_ref().map(|v| verify(v, &builder));
     let preflight = parts.method == Method::OPTIONS
         && parts
@@ -238,7 +243,7 @@ enum BodyError {
 /// Returns whether the body was cut.
 async fn read_body<'a>(
     state: &'a AppState,
-    mut body: Incoming,
+    body: &mut Incoming,
     builder: &mut CaptureBuilder,
     max_body: usize,
     declared: Option<u64>,
@@ -280,6 +285,33 @@ async fn read_body<'a>(
             return Ok((true, permits));
         }
     }
+}
+
+/// How long, and how many bytes, an unread body is drained after an early answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Drain the rest of a body we answered early (413, 503, 408) in the background, for at most
+/// [`LINGER_TIME`] and [`LINGER_BYTES`], discarding it. Closing a socket with unread input
+/// makes the kernel send RST, and a sender still writing its body then loses our answer
+/// from its receive queue ("lingering close", as nginx does it). One task per such request,
+/// so bounded by --max-connections; bytes are dropped as they arrive.
+fn linger(mut body: Incoming) {
+    if hyper::body::Body::is_end_stream(&body) {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut drained = 0usize;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while drained < LINGER_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Longest a body waits for room in the in-flight budget before it is answered 503.

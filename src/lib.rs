@@ -17,11 +17,14 @@
 //! - [`settings`]: per-bin settings and their validation.
 //! - [`signature`]: webhook signature schemes; [`send`]: the `hookrelay send` test sender.
 //! - [`metrics`]: Prometheus counters.
+//! - [`alloc`]: malloc settings for the server process.
 //! - [`ids`]: bin ids and keys; [`state`]: shared state; [`error`]: JSON errors.
 
-#![forbid(unsafe_code)]
+// `alloc` alone may call into libc (mallopt); everything else is safe Rust.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod api;
 pub mod capture;
 pub mod config;

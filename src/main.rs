@@ -2,9 +2,10 @@
 
 use clap::Parser;
 use hookrelay::{Cli, Command, ServeArgs, Server};
-use tokio::net::TcpListener;
 
 fn main() {
+    // Before anything else starts a thread (see `alloc`).
+    hookrelay::alloc::use_one_malloc_arena();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -32,13 +33,11 @@ fn main() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), hookrelay::Error> {
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = hookrelay::server::bind(args.listen)
         .map_err(|e| hookrelay::Error::io(format!("binding {}", args.listen), e))?;
     let tls_listener = match args.tls_listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            hookrelay::server::bind(addr)
                 .map_err(|e| hookrelay::Error::io(format!("binding {addr}"), e))?,
         ),
         None => None,

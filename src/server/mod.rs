@@ -27,6 +27,23 @@ use crate::store::{MemoryStore, Store};
 use tap::HeadTap;
 
 /// In-flight requests get this long to finish after a shutdown signal.
+/// Listen backlog asked of the kernel (capped by `net.core.somaxconn`). tokio's default
+/// (1024) overflows when thousands of senders connect at once; the overflow ends in SYN
+/// cookies, and those that fail are reset before we ever see them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind a listening socket the way `hookrelay serve` does (address reuse, deep backlog).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request head (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
