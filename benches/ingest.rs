@@ -1717,6 +1717,8 @@ fn scenario_redis(plan: &Plan, rep: &mut Report, hr_mem: &Hookrelay) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
+    // As `hookrelay`'s own main does, before any thread starts (baseline and hookrelay alike).
+    hookrelay::alloc::use_one_malloc_arena();
     hookrelay::server::tls::install_provider();
     if std::env::var("HOOKRELAY_BENCH_CHILD").as_deref() == Ok("memory") {
         child_memory();
