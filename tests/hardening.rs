@@ -333,3 +333,61 @@ async fn keys_never_reach_the_logs() {
         }
     }
 }
+
+/// A body answered early (413 here) is drained for a while before the connection closes: a
+/// sender still writing gets the JSON answer, its writes keep succeeding, and the close is an
+/// orderly FIN, not a reset (closing with unread input makes the kernel send RST, which can
+/// destroy the answer in the sender's receive queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_are_followed_by_a_lingering_close() {
+    let srv = TestServer::start(&["--max-body", "64KiB"]).await;
+    let s = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST /{}/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        srv.bin_id,
+        100 << 20
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Keep sending 256 KiB per 100 ms for a second, as an uploader unaware of the answer does.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'z'; 256 * 1024];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            if let Err(e) = wr.write_all(&chunk).await {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(wr)
+    });
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = rd.read(&mut buf).await.expect("answer before any reset");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_string();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    let wr = writer
+        .await
+        .unwrap()
+        .expect("writes during the linger are drained, not reset");
+    // Then an orderly close (EOF) within the linger time, not a reset.
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => continue, // the rest of the JSON body
+            Ok(Err(e)) => panic!("connection reset instead of closed: {e}"),
+            Err(_) => panic!("connection still open 5 s after the answer"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drop(wr);
+    // The capture records the cut body.
+    let caps = srv.captures(&srv.bin_id, &srv.bin_key, 0).await;
+    assert_eq!(caps.len(), 1);
+    assert_eq!(caps[0]["truncated"], true);
+}
