@@ -18,11 +18,28 @@ pub const WS_BODY_LIMIT: usize = 256 * 1024;
 /// Deliveries kept per capture (oldest dropped first).
 pub const MAX_DELIVERIES: usize = 50;
 
-/// Offsets of one header inside a capture's data block.
+/// Lengths of one header's name and value. Headers sit back to back in the capture's data
+/// block from `headers_start`, so lengths alone locate them (8 bytes a header, not 16).
 #[derive(Clone, Copy, Debug)]
 struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
+    name_len: u32,
+    value_len: u32,
+}
+
+/// The `(name, value)` pairs laid out back to back in `data` from `start`.
+fn header_pairs<'a>(
+    data: &'a [u8],
+    start: u32,
+    spans: &'a [Span],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    let mut at = start as usize;
+    spans.iter().map(move |s| {
+        let name = &data[at..at + s.name_len as usize];
+        at += s.name_len as usize;
+        let value = &data[at..at + s.value_len as usize];
+        at += s.value_len as usize;
+        (name, value)
+    })
 }
 
 /// Request facts known before the body is read.
@@ -51,6 +68,7 @@ pub struct CaptureBuilder {
     buf: BytesMut,
     path: (u32, u32),
     query: Option<(u32, u32)>,
+    headers_start: u32,
     headers: Vec<Span>,
     body_start: u32,
 }
@@ -75,17 +93,22 @@ impl CaptureBuilder {
         };
         let path = put(&mut buf, path.as_bytes());
         let query = query.map(|q| put(&mut buf, q.as_bytes()));
+        let headers_start = buf.len() as u32;
         let mut spans = Vec::with_capacity(count);
         for (name, value) in headers() {
-            let name = put(&mut buf, name);
-            let value = put(&mut buf, value);
-            spans.push(Span { name, value });
+            buf.put_slice(name);
+            buf.put_slice(value);
+            spans.push(Span {
+                name_len: name.len() as u32,
+                value_len: value.len() as u32,
+            });
         }
         let body_start = buf.len() as u32;
         CaptureBuilder {
             buf,
             path,
             query,
+            headers_start,
             headers: spans,
             body_start,
         }
@@ -113,9 +136,7 @@ impl CaptureBuilder {
 
     /// Headers in stored order.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(|s| (slice(&self.buf, s.name), slice(&self.buf, s.value)))
+        header_pairs(&self.buf, self.headers_start, &self.headers)
     }
 
     /// Freeze into the immutable record (compacting a chunked body's slack).
@@ -131,10 +152,11 @@ impl CaptureBuilder {
             data,
             path: self.path,
             query: self.query,
+            headers_start: self.headers_start,
             headers: self.headers.into_boxed_slice(),
             body_start: self.body_start,
             truncated: extra.truncated,
-            signature: extra.signature,
+            signature: extra.signature.map(Box::new),
             response_status: extra.response_status,
             deliveries: Mutex::new(Vec::new()),
             ws_frame: OnceLock::new(),
@@ -238,10 +260,12 @@ pub struct Capture {
     data: Bytes,
     path: (u32, u32),
     query: Option<(u32, u32)>,
+    headers_start: u32,
     headers: Box<[Span]>,
     body_start: u32,
     truncated: bool,
-    signature: Option<Verdict>,
+    /// Boxed: most bins don't verify, and the verdict is 32 bytes per capture.
+    signature: Option<Box<Verdict>>,
     response_status: u16,
     /// Deliveries with the bin event number they were announced under (see live.rs).
     deliveries: Mutex<Vec<(u64, Arc<Delivery>)>>,
@@ -277,9 +301,7 @@ impl Capture {
     }
     /// Headers in stored order (arrival order when `headers_exact`).
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(|s| (slice(&self.data, s.name), slice(&self.data, s.value)))
+        header_pairs(&self.data, self.headers_start, &self.headers)
     }
     /// First header value with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
@@ -301,7 +323,7 @@ impl Capture {
     }
     /// Signature verdict.
     pub fn signature(&self) -> Option<&Verdict> {
-        self.signature.as_ref()
+        self.signature.as_deref()
     }
     /// Status answered to the sender.
     pub fn response_status(&self) -> u16 {
