@@ -354,12 +354,10 @@ async fn early_answers_are_followed_by_a_lingering_close() {
         let chunk = vec![b'z'; 256 * 1024];
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(1) {
-            if let Err(e) = wr.write_all(&chunk).await {
-                return Err(e);
-            }
+            wr.write_all(&chunk).await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(wr)
+        std::io::Result::Ok(wr)
     });
     let mut answer = Vec::new();
     let mut buf = vec![0u8; 4096];
