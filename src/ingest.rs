@@ -177,6 +177,7 @@ pub async fn handle(
         state.metrics.reject("invalid_signature");
     }
 
+    let configured = !truncated && !preflight && !rejected;
     let mut resp = if truncated {
         let mut r = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,21 +201,18 @@ pub async fn handle(
         configured_response(&settings)
     };
     let headers = resp.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("X-Hookrelay-Seq"),
-    );
+    if configured && settings.response.is_none() {
+        // The common answer: every header is in the template, the seq placeholder included.
+        *headers = default_answer_headers().clone();
+    } else {
+        for (name, value) in default_answer_headers() {
+            if name != header::CONTENT_TYPE {
+                headers.insert(name, value.clone());
+            }
+        }
+    }
     headers.insert(X_HOOKRELAY_SEQ.clone(), HeaderValue::from(seq));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
-    );
 
-    let configured = !truncated && !preflight && !rejected;
     if let Some(delay) = settings
         .response
         .as_ref()
@@ -400,15 +398,40 @@ const RESPONSE_HEADERS: usize = 8;
 /// `X-Hookrelay-Seq`, built at compile time rather than validated per request.
 static X_HOOKRELAY_SEQ: HeaderName = HeaderName::from_static("x-hookrelay-seq");
 
-fn configured_response(settings: &Settings) -> Response<Body> {
-    let Some(custom) = &settings.response else {
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
-        *resp.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
-        resp.headers_mut().insert(
+/// Every capture answer's headers, built once: cloning the finished map costs far less than
+/// hashing seven inserts per request. Content-Type is for the default `{}` body only; the
+/// seq value is a placeholder that each answer overwrites in place (no map growth). The
+/// security headers are the router's (`secure`), which then finds them present.
+fn default_answer_headers() -> &'static http::HeaderMap {
+    static MAP: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut h = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return resp;
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("X-Hookrelay-Seq"),
+        );
+        h.insert(X_HOOKRELAY_SEQ.clone(), HeaderValue::from_static("0"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+        crate::server::router::security_headers(&mut h);
+        h
+    })
+}
+
+fn configured_response(settings: &Settings) -> Response<Body> {
+    let Some(custom) = &settings.response else {
+        // Headers: see `default_answer_headers`.
+        return Response::new(Full::new(Bytes::from_static(b"{}")));
     };
     let mut resp = Response::new(Full::new(Bytes::from(custom.body.clone())));
     *resp.status_mut() = StatusCode::from_u16(custom.status).unwrap_or(StatusCode::OK);
