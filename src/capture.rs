@@ -334,6 +334,7 @@ impl Capture {
         std::mem::size_of::<Capture>()
             + self.data.len()
             + self.headers.len() * std::mem::size_of::<Span>()
+            + self.ws_frame.get().map_or(0, Bytes::len)
     }
 
     /// Attach a delivery, announced under bin event number `event_no`; returns the bytes added.
@@ -374,26 +375,33 @@ impl Capture {
         out
     }
 
-    /// The `{"type":"capture","capture":{…}}` WebSocket frame, built once and shared.
-    pub fn ws_frame(&self) -> Bytes {
-        self.ws_frame
-            .get_or_init(|| {
-                #[derive(Serialize)]
-                struct Frame<'a> {
-                    r#type: &'static str,
-                    capture: CaptureView<'a>,
-                }
-                let frame = Frame {
-                    r#type: "capture",
-                    capture: CaptureView {
-                        capture: self,
-                        omit_body: self.body_size() > WS_BODY_LIMIT,
-                        deliveries: None,
-                    },
-                };
-                Bytes::from(serde_json::to_vec(&frame).expect("capture JSON cannot fail"))
-            })
-            .clone()
+    /// Serialize the `{"type":"capture","capture":{…}}` WebSocket frame (uncached).
+    pub fn build_ws_frame(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            r#type: &'static str,
+            capture: CaptureView<'a>,
+        }
+        let frame = Frame {
+            r#type: "capture",
+            capture: CaptureView {
+                capture: self,
+                omit_body: self.body_size() > WS_BODY_LIMIT,
+                deliveries: None,
+            },
+        };
+        Bytes::from(serde_json::to_vec(&frame).expect("capture JSON cannot fail"))
+    }
+
+    /// The cached frame, once the store has kept one (see `MemoryStore::ws_frame`).
+    pub fn cached_ws_frame(&self) -> Option<Bytes> {
+        self.ws_frame.get().cloned()
+    }
+
+    /// Keep `frame` as this capture's cached frame; false if one is already kept. The
+    /// store calls this under the bin's ring lock, where it also charges the frame's bytes.
+    pub(crate) fn keep_ws_frame(&self, frame: Bytes) -> bool {
+        self.ws_frame.set(frame).is_ok()
     }
 
     /// Whether any header, method, path or body contains `needle` (ASCII case-insensitive).

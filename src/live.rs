@@ -203,7 +203,9 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
         items.clear();
         bin.read(&mut cursor, BATCH, &mut items);
         if !items.is_empty() {
-            let sent = tokio::time::timeout(SILENCE_LIMIT, send_items(&mut ws, &items)).await;
+            let sent =
+                tokio::time::timeout(SILENCE_LIMIT, send_items(&state, &bin, &mut ws, &items))
+                    .await;
             if !matches!(sent, Ok(Ok(()))) {
                 tracing::debug!(bin = %bin.id, "viewer not reading; dropped");
                 return;
@@ -265,6 +267,8 @@ fn error_frame(code: &str, message: &str) -> String {
 }
 
 async fn send_items(
+    state: &AppState,
+    bin: &Bin,
     ws: &mut Ws,
     items: &[Item],
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -272,7 +276,8 @@ async fn send_items(
     for item in items {
         let frame: Bytes = match item {
             Item::Capture(capture, deliveries) => {
-                let frame = capture.ws_frame();
+                let (frame, evicted) = state.store.ws_frame(bin, capture);
+                state.metrics.evictions.inc_by(evicted);
                 buffered += frame.len();
                 ws.feed(text_frame(frame)).await?;
                 for d in deliveries {

@@ -121,8 +121,9 @@ async fn stalled_viewer_never_blocks_ingest_and_is_told_evicted() {
     }
     let bin = srv.state.store.get(&srv.bin_id).unwrap();
     assert_eq!(bin.info().last_seq, 5000);
+    // 50 captures of 8 KiB, plus the viewer frames kept for them (≈ 8.5 KiB each).
     assert!(
-        srv.state.store.total_bytes() < 50 * 12 * 1024,
+        srv.state.store.total_bytes() < 50 * 20 * 1024,
         "ring stays bounded"
     );
     let _ = live_reader.await.unwrap();
@@ -263,4 +264,70 @@ async fn shutdown_closes_viewers_with_1001() {
     let stopper = tokio::spawn(srv.stop());
     assert_eq!(close_code(&mut ws).await, 1001);
     stopper.await.unwrap();
+}
+
+/// The frame a viewer is sent for a capture is built once, kept, and charged to the memory
+/// budget (it is larger than the capture for binary bodies: base64), so viewing a bin can't
+/// take memory past --max-memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_frames_are_charged_to_the_memory_budget() {
+    const CAPTURES: usize = 20;
+    // Binary 100 KiB bodies: each frame carries ≈ 133 KiB of base64.
+    let body: Vec<u8> = (0..100 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    for (max_memory, evicts) in [("64MiB", false), ("3MiB", true)] {
+        let srv = TestServer::start(&["--max-memory", max_memory]).await;
+        for _ in 0..CAPTURES {
+            let r = srv.post_capture("/bin", body.clone()).await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
+        let before = srv.state.store.total_bytes();
+        let mut ws = connect(&srv, &srv.bin_id, Some(&srv.bin_key), 0).await;
+        let mut frame_bytes = 0usize;
+        let mut last = 0;
+        while last < CAPTURES as u64 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("frames in time")
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = msg else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            match v["type"].as_str() {
+                Some("capture") => {
+                    frame_bytes += text.len();
+                    last = v["capture"]["seq"].as_u64().unwrap();
+                }
+                Some("evicted") => last = last.max(v["up_to_seq"].as_u64().unwrap()),
+                _ => {}
+            }
+        }
+        let after = srv.state.store.total_bytes();
+        if evicts {
+            // Frames pushed the store past 3 MiB: it evicted back under the limit.
+            assert!(after <= 3 << 20, "store holds {after} bytes");
+            let metrics = srv
+                .request(Method::GET, "/metrics", None, &[], bytes::Bytes::new())
+                .await;
+            let text = String::from_utf8_lossy(&metrics.body).to_string();
+            let evictions: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("hookrelay_evictions_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+            assert!(evictions > 0.0, "viewing evicted to stay within budget");
+        } else {
+            // Exactly the frames sent were added: each kept once, charged once.
+            assert!(frame_bytes > CAPTURES * 130 * 1024);
+            assert_eq!(after - before, frame_bytes, "frame bytes charged exactly");
+            // A second viewer shares the kept frames: nothing more is charged.
+            let mut again = connect(&srv, &srv.bin_id, Some(&srv.bin_key), 0).await;
+            let mut seen = 0;
+            while seen < CAPTURES {
+                if next_json(&mut again).await["type"] == "capture" {
+                    seen += 1;
+                }
+            }
+            assert_eq!(srv.state.store.total_bytes(), after);
+        }
+    }
 }

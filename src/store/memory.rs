@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
@@ -645,6 +646,47 @@ impl MemoryStore {
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         bin.wake();
         settings
+    }
+
+    /// The capture's WebSocket frame, built at most once while it is stored and shared by
+    /// every viewer. A kept frame is charged to the bin and to --max-memory like the capture
+    /// itself (it can be larger: base64 bodies), evicting as an insert would. Returns the
+    /// frame and how many captures that evicted.
+    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (Bytes, u64) {
+        if let Some(frame) = capture.cached_ws_frame() {
+            return (frame, 0);
+        }
+        // Built outside the lock (large bodies take a while); two viewers may race, and the
+        // loser's copy is simply dropped.
+        let frame = capture.build_ws_frame();
+        let mut ring = bin.lock();
+        let stored = ring
+            .captures
+            .front()
+            .and_then(|first| capture.seq.checked_sub(first.seq))
+            .and_then(|i| ring.captures.get(i as usize))
+            .is_some_and(|c| Arc::ptr_eq(c, capture));
+        if !stored || !capture.keep_ws_frame(frame.clone()) {
+            // Evicted meanwhile (not worth keeping), or another viewer kept one first.
+            return (capture.cached_ws_frame().unwrap_or(frame), 0);
+        }
+        let size = frame.len();
+        let bin_bytes = bin.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+        let max_bin_bytes = self.max_bin_bytes;
+        let (mut evicted, freed) = Bin::evict_while(&mut ring, &bin.bytes, |r, freed| {
+            bin_bytes.saturating_sub(freed) > max_bin_bytes && r.captures.len() > 1
+        });
+        self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
+        drop(ring);
+        if evicted > 0 {
+            bin.wake();
+        }
+        if self.total_bytes() + self.in_flight_bytes() > self.max_memory {
+            evicted += self.evict_global();
+        }
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        (frame, evicted)
     }
 
     /// Attach a delivery to capture `seq` and announce it; false if the capture is gone.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use memory::{Bin, BinEvent, CreateError, Cursor, Inserted, Item, MemoryStore, RingInfo};
 
-use crate::capture::{CaptureBuilder, CaptureExtra, Delivery, RequestMeta};
+use crate::capture::{Capture, CaptureBuilder, CaptureExtra, Delivery, RequestMeta};
 use crate::error::ApiError;
 use crate::ids::KeyHash;
 use crate::settings::Settings;
@@ -218,6 +218,12 @@ impl Store {
         }
         bin.set_key_hash(hash);
         Ok(key)
+    }
+
+    /// A stored capture's WebSocket frame, built once and charged to the memory budget
+    /// (the local memory store or mirror holds it); returns it and the captures evicted.
+    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (bytes::Bytes, u64) {
+        self.mem.ws_frame(bin, capture)
     }
 
     /// Attach a delivery to capture `seq` and announce it; false if the capture is gone.
