@@ -148,6 +148,19 @@ async fn close(mut ws: Ws, code: u16, reason: &'static str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
 }
 
+/// The close a read error deserves (RFC 6455 §7.4.1), when the peer can still hear it:
+/// 1009 for a message over the 256 KiB limit, 1007 for invalid UTF-8 in a text message, 1002
+/// for other protocol violations. None when the connection itself is gone.
+fn read_error_close(e: &tokio_tungstenite::tungstenite::Error) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Capacity(_) => Some((1009, "message too big (limit 256 KiB)")),
+        Error::Utf8(_) => Some((1007, "text message is not valid UTF-8")),
+        Error::Protocol(_) => Some((1002, "protocol error")),
+        _ => None,
+    }
+}
+
 async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: u64) {
     // Nothing is sent and no slot is taken before the key checks out.
     match auth {
@@ -226,7 +239,13 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
             incoming = ws.next() => {
                 last_heard = tokio::time::Instant::now();
                 match incoming {
-                    None | Some(Err(_)) => return,
+                    None => return,
+                    Some(Err(e)) => {
+                        if let Some((code, reason)) = read_error_close(&e) {
+                            close(ws, code, reason).await;
+                        }
+                        return;
+                    }
                     Some(Ok(Message::Close(_))) => return,
                     Some(Ok(Message::Text(text))) => {
                         if let Some(reply) = handle_client(&state, &bin, &text) {

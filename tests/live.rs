@@ -331,3 +331,17 @@ async fn viewer_frames_are_charged_to_the_memory_budget() {
         }
     }
 }
+
+/// A client message over the 256 KiB limit is answered with close 1009, not a dropped socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_client_message_gets_close_1009() {
+    let srv = TestServer::start(&[]).await;
+    let mut ws = connect(&srv, &srv.bin_id, Some(&srv.bin_key), 0).await;
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(300 * 1024));
+    ws.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+    // The server is fine: a new viewer still connects and gets its hello.
+    let mut again = connect(&srv, &srv.bin_id, Some(&srv.bin_key), 0).await;
+    assert_eq!(next_json(&mut again).await["type"], "hello");
+}
