@@ -419,10 +419,7 @@ fn default_answer_headers() -> &'static http::HeaderMap {
             HeaderValue::from_static("X-Hookrelay-Seq"),
         );
         h.insert(X_HOOKRELAY_SEQ.clone(), HeaderValue::from_static("0"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("sandbox"),
-        );
+        // nosniff, no-referrer and CSP `sandbox`.
         crate::server::router::security_headers(&mut h);
         h
     })

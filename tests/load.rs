@@ -160,6 +160,24 @@ fn rss_sampler(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     })
 }
 
+/// An upload's answer as its status line ("(closed without answer)" when none); error
+/// answers (503, 408) must carry a JSON error body.
+fn upload_outcome(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .lines()
+        .next()
+        .unwrap_or("(closed without answer)")
+        .to_string();
+    if status.contains(" 503 ") || status.contains(" 408 ") {
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status} body not JSON ({e}): {text}"));
+        assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
+    }
+    status
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
@@ -741,19 +759,7 @@ async fn in_flight_budget_bounds_memory_under_many_large_uploads() {
     }
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for u in uploads {
-        let answer = u.await.unwrap();
-        let text = String::from_utf8_lossy(&answer).to_string();
-        let status = text
-            .lines()
-            .next()
-            .unwrap_or("(closed without answer)")
-            .to_string();
-        if status.contains(" 503 ") {
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-            let v: Value = serde_json::from_str(body)
-                .unwrap_or_else(|e| panic!("503 body not JSON ({e}): {text}"));
-            assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
-        }
+        let status = upload_outcome(&u.await.unwrap());
         *outcomes.entry(status).or_default() += 1;
     }
     stop.store(true, Ordering::Relaxed);
@@ -1025,19 +1031,7 @@ async fn ten_thousand_slow_large_uploads_cannot_exhaust_memory() {
     }
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for u in uploads {
-        let answer = u.await.unwrap();
-        let text = String::from_utf8_lossy(&answer).to_string();
-        let status = text
-            .lines()
-            .next()
-            .unwrap_or("(closed without answer)")
-            .to_string();
-        if status.contains(" 503 ") || status.contains(" 408 ") {
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-            let v: Value = serde_json::from_str(body)
-                .unwrap_or_else(|e| panic!("{status} body not JSON ({e}): {text}"));
-            assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
-        }
+        let status = upload_outcome(&u.await.unwrap());
         *outcomes.entry(status).or_default() += 1;
     }
     let elapsed = started.elapsed();
