@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::signature::Verdict;
 
+/// A WebSocket text payload (UTF-8 checked once, shared by reference count).
+pub type WsText = tokio_tungstenite::tungstenite::Utf8Bytes;
+
 /// Bodies larger than this are sent to WebSocket viewers as `body_omitted`.
 pub const WS_BODY_LIMIT: usize = 256 * 1024;
 /// Deliveries kept per capture (oldest dropped first).
@@ -269,7 +272,8 @@ pub struct Capture {
     response_status: u16,
     /// Deliveries with the bin event number they were announced under (see live.rs).
     deliveries: Mutex<Vec<(u64, Arc<Delivery>)>>,
-    ws_frame: OnceLock<Bytes>,
+    /// Kept as validated UTF-8: every viewer's text message shares it without re-checking.
+    ws_frame: OnceLock<WsText>,
 }
 
 impl Capture {
@@ -334,7 +338,7 @@ impl Capture {
         std::mem::size_of::<Capture>()
             + self.data.len()
             + self.headers.len() * std::mem::size_of::<Span>()
-            + self.ws_frame.get().map_or(0, Bytes::len)
+            + self.ws_frame.get().map_or(0, |f| f.len())
     }
 
     /// Attach a delivery, announced under bin event number `event_no`; returns the bytes added.
@@ -376,7 +380,7 @@ impl Capture {
     }
 
     /// Serialize the `{"type":"capture","capture":{…}}` WebSocket frame (uncached).
-    pub fn build_ws_frame(&self) -> Bytes {
+    pub fn build_ws_frame(&self) -> WsText {
         #[derive(Serialize)]
         struct Frame<'a> {
             r#type: &'static str,
@@ -390,17 +394,18 @@ impl Capture {
                 deliveries: None,
             },
         };
-        Bytes::from(serde_json::to_vec(&frame).expect("capture JSON cannot fail"))
+        let json = serde_json::to_vec(&frame).expect("capture JSON cannot fail");
+        WsText::try_from(Bytes::from(json)).expect("serde_json writes UTF-8")
     }
 
     /// The cached frame, once the store has kept one (see `MemoryStore::ws_frame`).
-    pub fn cached_ws_frame(&self) -> Option<Bytes> {
+    pub fn cached_ws_frame(&self) -> Option<WsText> {
         self.ws_frame.get().cloned()
     }
 
     /// Keep `frame` as this capture's cached frame; false if one is already kept. The
     /// store calls this under the bin's ring lock, where it also charges the frame's bytes.
-    pub(crate) fn keep_ws_frame(&self, frame: Bytes) -> bool {
+    pub(crate) fn keep_ws_frame(&self, frame: WsText) -> bool {
         self.ws_frame.set(frame).is_ok()
     }
 

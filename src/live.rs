@@ -296,9 +296,11 @@ async fn send_items(
         let frame: Bytes = match item {
             Item::Capture(capture, deliveries) => {
                 let (frame, evicted) = state.store.ws_frame(bin, capture);
-                state.metrics.evictions.inc_by(evicted);
+                if evicted > 0 {
+                    state.metrics.evictions.inc_by(evicted);
+                }
                 buffered += frame.len();
-                ws.feed(text_frame(frame)).await?;
+                ws.feed(Message::Text(frame)).await?;
                 for d in deliveries {
                     let f = delivery_frame(capture.seq, d);
                     buffered += f.len();

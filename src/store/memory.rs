@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::capture::{Capture, CaptureBuilder, CaptureExtra, Delivery, RequestMeta};
+use crate::capture::{Capture, CaptureBuilder, CaptureExtra, Delivery, RequestMeta, WsText};
 use crate::ids::{self, KeyHash};
 use crate::settings::Settings;
 
@@ -652,7 +651,7 @@ impl MemoryStore {
     /// every viewer. A kept frame is charged to the bin and to --max-memory like the capture
     /// itself (it can be larger: base64 bodies), evicting as an insert would. Returns the
     /// frame and how many captures that evicted.
-    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (Bytes, u64) {
+    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (WsText, u64) {
         if let Some(frame) = capture.cached_ws_frame() {
             return (frame, 0);
         }

@@ -222,7 +222,7 @@ impl Store {
 
     /// A stored capture's WebSocket frame, built once and charged to the memory budget
     /// (the local memory store or mirror holds it); returns it and the captures evicted.
-    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (bytes::Bytes, u64) {
+    pub fn ws_frame(&self, bin: &Bin, capture: &Arc<Capture>) -> (crate::capture::WsText, u64) {
         self.mem.ws_frame(bin, capture)
     }
 
