@@ -808,16 +808,17 @@ fn run_load(plan: &Plan, spec: &LoadSpec, cpu: &dyn Fn() -> u64) -> Sample {
     }
 }
 
-/// `n` requests on each of `conns` keep-alive connections (profiling aid).
-fn fixed_load(addr: SocketAddr, req: Arc<Req>, conns: usize, n: usize) {
+/// `n` requests on each of one keep-alive connection per entry of `reqs`, which that
+/// connection sends (a fixed amount of work: profiling, filling the memory scenario).
+fn fixed_load(addr: SocketAddr, reqs: Vec<Arc<Req>>, n: usize) {
     std::thread::Builder::new()
         .name("bench-load".into())
         .spawn(move || {
             pin(cpus().load);
             current_thread_rt().block_on(async move {
-                let tasks: Vec<_> = (0..conns)
-                    .map(|_| {
-                        let req = req.clone();
+                let tasks: Vec<_> = reqs
+                    .into_iter()
+                    .map(|req| {
                         tokio::spawn(async move {
                             let mut s = TcpStream::connect(addr).await.unwrap();
                             s.set_nodelay(true).unwrap();
@@ -1542,33 +1543,7 @@ fn child_memory() {
             .iter()
             .map(|p| Arc::new(memory_req(&host, p, body.clone())))
             .collect();
-        let addr = hr.addr;
-        std::thread::Builder::new()
-            .name("bench-fill".into())
-            .spawn(move || {
-                pin(cpus().load);
-                current_thread_rt().block_on(async move {
-                    let tasks: Vec<_> = reqs
-                        .into_iter()
-                        .map(|r| {
-                            tokio::spawn(async move {
-                                let mut s = TcpStream::connect(addr).await.unwrap();
-                                s.set_nodelay(true).unwrap();
-                                let mut buf = vec![0u8; 4096];
-                                for _ in 0..n {
-                                    exchange(&mut s, &r.raw, &mut buf).await.unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                })
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        fixed_load(hr.addr, reqs, n);
     };
     // Warm up connection and allocator paths with requests that are not captured (unknown bins).
     fill(
@@ -1794,7 +1769,7 @@ fn main() {
                     eprintln!("{name}: server tids {tids:?}; starting in 3 s");
                     std::thread::sleep(Duration::from_secs(3));
                     let t0 = Instant::now();
-                    fixed_load(target, Arc::new(req), CONNS, n);
+                    fixed_load(target, vec![Arc::new(req); CONNS], n);
                     println!(
                         "{name}: {} requests in {:.2} s",
                         CONNS * n,
