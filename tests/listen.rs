@@ -152,6 +152,25 @@ async fn wait_count(seen: &Seen, n: usize, secs: u64) {
     }
 }
 
+/// `hookrelay listen` arguments for the server's ready bin, relaying to `to`.
+fn listen_args(server: &TestServer, to: &str, state_dir: &std::path::Path) -> Vec<String> {
+    [
+        "--server",
+        &server.base_url,
+        "--bin",
+        &server.bin_id,
+        "--key",
+        &server.bin_key,
+        "--to",
+        to,
+        "--state-dir",
+        &state_dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 async fn post_many(server: &TestServer, range: std::ops::RangeInclusive<u64>) {
     for i in range {
         let r = server
@@ -172,21 +191,7 @@ async fn listen_resumes_exactly_once_across_sigterm_and_detects_a_new_epoch() {
     let server = TestServer::start(&[]).await;
     let (target, seen) = slow_target().await;
     let listen_dir = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--server",
-        &server.base_url,
-        "--bin",
-        &server.bin_id,
-        "--key",
-        &server.bin_key,
-        "--to",
-        &format!("http://{target}/hook"),
-        "--state-dir",
-        &listen_dir.path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = listen_args(&server, &format!("http://{target}/hook"), listen_dir.path());
 
     // First run ever: starts from "now".
     server.post_capture("/before", "old").await;
@@ -372,22 +377,8 @@ async fn listen_relays_large_and_binary_bodies_exactly() {
     let server = TestServer::start(&[]).await;
     let (target, seen) = slow_target().await;
     let dir = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--server",
-        &server.base_url,
-        "--bin",
-        &server.bin_id,
-        "--key",
-        &server.bin_key,
-        "--to",
-        &format!("http://{target}/t"),
-        "--state-dir",
-        &dir.path().display().to_string(),
-        "--print",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = listen_args(&server, &format!("http://{target}/t"), dir.path());
+    args.push("--print".into());
     let listen = Listen::start(&args);
     listen.wait_line("connected to", 0).await;
     // Over 256 KiB: sent as body_omitted and fetched from /body. Not UTF-8: base64 on the wire.
