@@ -160,6 +160,29 @@ fn rss_sampler(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     })
 }
 
+/// Send `byte` once a second until `limit` after `t0`, collecting what the server answers;
+/// returns when (after `t0`) the server closed the connection, or None if it never did.
+async fn trickle(
+    s: &mut TcpStream,
+    byte: u8,
+    t0: Instant,
+    limit: Duration,
+    answer: &mut Vec<u8>,
+) -> Option<Duration> {
+    let mut buf = [0u8; 1024];
+    while t0.elapsed() < limit {
+        if s.write_all(&[byte]).await.is_err() {
+            return Some(t0.elapsed());
+        }
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
 /// An upload's answer as its status line ("(closed without answer)" when none); error
 /// answers (503, 408) must carry a JSON error body.
 fn upload_outcome(answer: &[u8]) -> String {
@@ -512,19 +535,8 @@ async fn slowloris_slow_bodies_and_idle_connections_are_closed_while_serving() {
                         if s.write_all(head.as_bytes()).await.is_err() {
                             return (kind, Some(t0.elapsed()), answer);
                         }
-                        while t0.elapsed() < limit {
-                            if s.write_all(b"a").await.is_err() {
-                                return (kind, Some(t0.elapsed()), answer);
-                            }
-                            match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
-                                .await
-                            {
-                                Ok(Ok(0)) | Ok(Err(_)) => return (kind, Some(t0.elapsed()), answer),
-                                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-                                Err(_) => {}
-                            }
-                        }
-                        (kind, None, answer)
+                        let closed = trickle(&mut s, b'a', t0, limit, &mut answer).await;
+                        (kind, closed, answer)
                     }
                     1 => {
                         // A complete head, then the body at one byte per second.
@@ -532,19 +544,8 @@ async fn slowloris_slow_bodies_and_idle_connections_are_closed_while_serving() {
                             "POST /{bin}/slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
                         );
                         s.write_all(head.as_bytes()).await.unwrap();
-                        while t0.elapsed() < limit {
-                            if s.write_all(b"b").await.is_err() {
-                                return (kind, Some(t0.elapsed()), answer);
-                            }
-                            match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
-                                .await
-                            {
-                                Ok(Ok(0)) | Ok(Err(_)) => return (kind, Some(t0.elapsed()), answer),
-                                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-                                Err(_) => {}
-                            }
-                        }
-                        (kind, None, answer)
+                        let closed = trickle(&mut s, b'b', t0, limit, &mut answer).await;
+                        (kind, closed, answer)
                     }
                     _ => {
                         // One request, then an idle keep-alive connection.
