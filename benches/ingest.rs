@@ -1769,7 +1769,8 @@ fn main() {
                     eprintln!("{name}: server tids {tids:?}; starting in 3 s");
                     std::thread::sleep(Duration::from_secs(3));
                     let t0 = Instant::now();
-                    fixed_load(target, vec![Arc::new(req); CONNS], n);
+                    let req = Arc::new(req);
+                    fixed_load(target, std::iter::repeat_n(req, CONNS).collect(), n);
                     println!(
                         "{name}: {} requests in {:.2} s",
                         CONNS * n,

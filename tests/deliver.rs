@@ -205,12 +205,7 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
         json!({ "target": format!("http://{target}/hook") }),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let d = r.json();
     assert_eq!(d["status"], 200);
     assert_eq!(d["via"], "replay");
@@ -276,12 +271,7 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
         json!({ "target": format!("http://{target}/hook"), "body": "changed" }),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let edited = seen.lock().unwrap().pop().unwrap();
     assert_eq!(edited.method, "POST");
     assert_eq!(edited.target, got.target);
@@ -302,12 +292,7 @@ async fn replay_reaches_target_byte_exact_and_edits_change_only_what_was_edited(
                 "headers": [["X-Edited", "yes"], ["content-type", "text/plain"]] }),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let edited = seen.lock().unwrap().pop().unwrap();
     assert_eq!(edited.method, "PUT");
     assert_eq!(edited.target, "/stripe/events?a=1&b=two%20x");
@@ -364,12 +349,7 @@ async fn replay_to_a_dead_port_records_an_error() {
         json!({ "target": format!("http://{dead}/") }),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let d = r.json();
     assert_eq!(d["status"], Value::Null);
     let error = d["error"].as_str().unwrap();
@@ -697,12 +677,7 @@ async fn stalled_target_never_slows_ingest_and_queue_stays_bounded() {
             r#"{"forward":[]}"#,
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(3);
     while fw.workers(&bin) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

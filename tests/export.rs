@@ -204,12 +204,7 @@ async fn curl_command_reproduces_captures_byte_for_byte() {
                 percent_encode(&target)
             ))
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.expect_status(StatusCode::OK);
         assert_eq!(r.headers["content-type"], "text/plain; charset=utf-8");
         let command = String::from_utf8(r.body.to_vec()).expect("the command is UTF-8 text");
         let out = tokio::process::Command::new("sh")

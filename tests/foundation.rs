@@ -233,12 +233,7 @@ async fn custom_response_is_served_with_its_delay() {
             patch,
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     assert_eq!(r.json()["settings"]["response"]["status"], 202);
     let started = Instant::now();
     let r = srv.post_capture("/x", "{}").await;

@@ -101,12 +101,7 @@ async fn bin_made_on_a_takes_captures_on_b_and_a_viewer_sees_them_in_order() {
             r#"{"response":{"status":202}}"#,
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(StatusCode::OK);
     let frame = next_json(&mut ws).await;
     assert_eq!(frame["type"], "settings", "{frame}");
     assert_eq!(post(&a, &bin, "{}".into()).await.0, StatusCode::ACCEPTED);

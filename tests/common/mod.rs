@@ -57,6 +57,18 @@ impl Reply {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
+
+    /// Assert the status, showing the body when it is another.
+    #[track_caller]
+    pub fn expect_status(&self, status: StatusCode) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
 }
 
 impl TestServer {
@@ -191,12 +203,7 @@ impl TestServer {
                 Bytes::new(),
             )
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.expect_status(StatusCode::OK);
         r.json().as_array().expect("array").clone()
     }
 
@@ -205,12 +212,7 @@ impl TestServer {
         let r = self
             .request(Method::POST, "/api/bins", None, &[], settings.to_string())
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.expect_status(StatusCode::CREATED);
         let v = r.json();
         (
             v["id"].as_str().unwrap().to_string(),
