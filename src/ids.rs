@@ -30,6 +30,11 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// A new bin epoch: random, 53 bits so it fits a JSON number exactly.
+pub fn new_epoch() -> u64 {
+    random_u64() >> 11
+}
+
 /// The stored form of a key: SHA-256 of its bytes (keys are 128-bit random, so no slow hash is needed).
 pub type KeyHash = [u8; 32];
 

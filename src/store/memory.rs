@@ -413,7 +413,7 @@ impl MemoryStore {
         settings: Settings,
         pinned: bool,
     ) -> Result<Arc<Bin>, CreateError> {
-        let epoch = ids::random_u64() >> 11; // fits a JSON number exactly
+        let epoch = ids::new_epoch();
         self.create_with_epoch(id, key_hash, settings, pinned, epoch)
     }
 

@@ -643,7 +643,7 @@ impl RedisStore {
         settings: Settings,
         pinned: bool,
     ) -> Result<Arc<Bin>, CreateError> {
-        let epoch = ids::random_u64() >> 11; // fits a JSON number exactly
+        let epoch = ids::new_epoch();
         let json = serde_json::to_string(&settings).expect("settings serialize");
         let created = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
