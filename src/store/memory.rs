@@ -552,23 +552,37 @@ impl MemoryStore {
         ring.next_seq = capture.seq + 1;
         let cost = capture.cost();
         let bin_bytes = bin.bytes.fetch_add(cost, Ordering::Relaxed) + cost;
+        self.total_bytes.fetch_add(cost, Ordering::Relaxed);
         ring.captures.push_back(capture.clone());
+        let evicted = self.evict_after_growth(bin, ring, bin_bytes, capacity);
+        bin.used.store(true, Ordering::Relaxed);
+        bin.touch(self.now_s());
+        bin.wake();
+        Inserted { capture, evicted }
+    }
+
+    /// `bin` grew to `bin_bytes` (already added to the total): evict its oldest captures
+    /// beyond `capacity` or --max-bin-bytes, release the ring, then hold --max-memory.
+    /// Returns how many captures that evicted (also added to the eviction count).
+    fn evict_after_growth(
+        &self,
+        bin: &Bin,
+        mut ring: std::sync::MutexGuard<'_, Ring>,
+        bin_bytes: usize,
+        capacity: usize,
+    ) -> u64 {
         let max_bin_bytes = self.max_bin_bytes;
         let (mut evicted, freed) = Bin::evict_while(&mut ring, &bin.bytes, |r, freed| {
             r.captures.len() > capacity
                 || (bin_bytes.saturating_sub(freed) > max_bin_bytes && r.captures.len() > 1)
         });
-        self.total_bytes.fetch_add(cost, Ordering::Relaxed);
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
         drop(ring);
-        bin.used.store(true, Ordering::Relaxed);
-        bin.touch(self.now_s());
-        bin.wake();
         if self.total_bytes() + self.in_flight_bytes() > self.max_memory {
             evicted += self.evict_global();
         }
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
-        Inserted { capture, evicted }
+        evicted
     }
 
     /// Above --max-memory (stored plus in flight): take the oldest captures of the largest bin
@@ -658,7 +672,7 @@ impl MemoryStore {
         // Built outside the lock (large bodies take a while); two viewers may race, and the
         // loser's copy is simply dropped.
         let frame = capture.build_ws_frame();
-        let mut ring = bin.lock();
+        let ring = bin.lock();
         let stored = ring
             .captures
             .front()
@@ -672,19 +686,11 @@ impl MemoryStore {
         let size = frame.len();
         let bin_bytes = bin.bytes.fetch_add(size, Ordering::Relaxed) + size;
         self.total_bytes.fetch_add(size, Ordering::Relaxed);
-        let max_bin_bytes = self.max_bin_bytes;
-        let (mut evicted, freed) = Bin::evict_while(&mut ring, &bin.bytes, |r, freed| {
-            bin_bytes.saturating_sub(freed) > max_bin_bytes && r.captures.len() > 1
-        });
-        self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
-        drop(ring);
+        // The capture count did not change: only the byte limits can evict.
+        let evicted = self.evict_after_growth(bin, ring, bin_bytes, usize::MAX);
         if evicted > 0 {
             bin.wake();
         }
-        if self.total_bytes() + self.in_flight_bytes() > self.max_memory {
-            evicted += self.evict_global();
-        }
-        self.evictions.fetch_add(evicted, Ordering::Relaxed);
         (frame, evicted)
     }
 
