@@ -1344,58 +1344,95 @@ fn stalled_viewer(
     Ok(s)
 }
 
+/// A bin with 10 viewers that never read and a forward target that never answers.
+struct SlowBin {
+    id: String,
+    key: String,
+    stalled: Vec<std::net::TcpStream>,
+    black_hole: std::net::TcpListener,
+    /// Whether the forward target was accepted (else: stalled viewers only).
+    forward: bool,
+}
+
+impl SlowBin {
+    /// Set it up on `hr`; problems short of failure go to `notes`.
+    fn new(hr: &Hookrelay, notes: &mut Vec<String>) -> Result<SlowBin, String> {
+        let (id, key) = create_bin(hr.addr)?;
+        let rt = current_thread_rt();
+        let mut stalled = Vec::new();
+        for _ in 0..10 {
+            match stalled_viewer(&rt, hr.addr, &id, &key) {
+                Ok(s) => stalled.push(s),
+                Err(e) => {
+                    notes.push(format!("4: a stalled viewer failed to connect: {e}"));
+                    break;
+                }
+            }
+        }
+        // A target that accepts TCP connections (backlog) and never answers.
+        let black_hole = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let patch = format!(
+            r#"{{"forward":[{{"url":"http://{}/hook"}}]}}"#,
+            black_hole.local_addr().unwrap()
+        );
+        let forward = match http_call(
+            hr.addr,
+            "PATCH",
+            &format!("/api/bins/{id}"),
+            Some(&key),
+            &patch,
+        ) {
+            Ok((200, _)) => true,
+            Ok((status, body)) => {
+                notes.push(format!(
+                    "4: forward not available (PATCH answered {status}: {}); stalled viewers only",
+                    body.trim()
+                ));
+                false
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "4: forward PATCH failed: {e}; stalled viewers only"
+                ));
+                false
+            }
+        };
+        Ok(SlowBin {
+            id,
+            key,
+            stalled,
+            black_hole,
+            forward,
+        })
+    }
+
+    /// Delete the bin (its forward worker and viewer sessions end), then drop the sockets.
+    fn delete(self, hr: &Hookrelay) {
+        let _ = http_call(
+            hr.addr,
+            "DELETE",
+            &format!("/api/bins/{}", self.id),
+            Some(&self.key),
+            "",
+        );
+        drop(self.stalled);
+        drop(self.black_hole);
+    }
+}
+
 /// Scenario 4: scenario 1 on a bin with 10 stalled viewers and a forward target that never answers.
 fn scenario_slow(plan: &Plan, rep: &mut Report, hr: &Hookrelay) {
     eprintln!(
         "scenario 4: slow consumers (10 stalled viewers + a forward target that never answers)"
     );
-    let (id, key) = match create_bin(hr.addr) {
+    let slow = match SlowBin::new(hr, &mut rep.notes) {
         Ok(b) => b,
         Err(e) => {
             rep.notes.push(format!("4: skipped: {e}"));
             return;
         }
     };
-    let rt = current_thread_rt();
-    let mut stalled = Vec::new();
-    for _ in 0..10 {
-        match stalled_viewer(&rt, hr.addr, &id, &key) {
-            Ok(s) => stalled.push(s),
-            Err(e) => {
-                rep.notes
-                    .push(format!("4: a stalled viewer failed to connect: {e}"));
-                break;
-            }
-        }
-    }
-    // A target that accepts TCP connections (backlog) and never answers.
-    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let patch = format!(
-        r#"{{"forward":[{{"url":"http://{}/hook"}}]}}"#,
-        black_hole.local_addr().unwrap()
-    );
-    let forward = match http_call(
-        hr.addr,
-        "PATCH",
-        &format!("/api/bins/{id}"),
-        Some(&key),
-        &patch,
-    ) {
-        Ok((200, _)) => true,
-        Ok((status, body)) => {
-            rep.notes.push(format!(
-                "4: forward not available (PATCH answered {status}: {}); stalled viewers only",
-                body.trim()
-            ));
-            false
-        }
-        Err(e) => {
-            rep.notes.push(format!(
-                "4: forward PATCH failed: {e}; stalled viewers only"
-            ));
-            false
-        }
-    };
+    let (id, forward) = (slow.id.clone(), slow.forward);
     let rss0 = rss_bytes();
     let body = json_body(BODY_LEN, "s4");
     let plain_path = format!("/{}/events", hr.bin_id);
@@ -1450,7 +1487,7 @@ fn scenario_slow(plan: &Plan, rep: &mut Report, hr: &Hookrelay) {
         rss0 as f64 / 1048576.0,
         rss1 as f64 / 1048576.0,
         (rss1 as f64 - rss0 as f64) / 1048576.0,
-        stalled.len(),
+        slow.stalled.len(),
         if forward { "on (target never answers)" } else { "off" },
         if deliveries.is_empty() { "n/a".into() } else { deliveries }
     ));
@@ -1466,16 +1503,7 @@ fn scenario_slow(plan: &Plan, rep: &mut Report, hr: &Hookrelay) {
             }
         ),
     );
-    // Delete the bin: its forward worker and viewer sessions end.
-    let _ = http_call(
-        hr.addr,
-        "DELETE",
-        &format!("/api/bins/{id}"),
-        Some(&key),
-        "",
-    );
-    drop(stalled);
-    drop(black_hole);
+    slow.delete(hr);
 }
 
 /// Scenario 5, in a fresh child process (clean allocator state): parent side.
@@ -1736,19 +1764,23 @@ fn main() {
         ],
     )
     .expect("hookrelay starts");
-    // `profile-baseline` / `profile-hookrelay`: one long scenario-1 load against one server,
-    // for `perf record` / `perf stat --per-thread` (not part of the table).
+    // `profile-baseline` / `profile-hookrelay` / `profile-slow`: one long scenario-1 load
+    // against one server (`profile-slow`: on scenario 4's bin), for `perf record` or
+    // `valgrind --tool=callgrind` (not part of the table).
     for (name, target) in [
         ("profile-baseline", base.addr),
         ("profile-hookrelay", hr.addr),
+        ("profile-slow", hr.addr),
     ] {
         if only.contains(&name) {
+            let slow = (name == "profile-slow")
+                .then(|| SlowBin::new(&hr, &mut rep.notes).expect("slow bin"));
             let cpu: Box<dyn Fn() -> u64> = if name == "profile-baseline" {
                 Box::new(base.thread.cpu_fn())
             } else {
                 Box::new(hr.thread.cpu_fn())
             };
-            let path = format!("/{}/events", hr.bin_id);
+            let path = format!("/{}/events", slow.as_ref().map_or(&hr.bin_id, |b| &b.id));
             let req = ingest_req(&target.to_string(), &path, json_body(BODY_LEN, "p"));
             let long = Plan {
                 measure: Duration::from_secs(if quick { 3 } else { 10 }),
@@ -1781,6 +1813,9 @@ fn main() {
                     let s = run_load(&long, &plain_spec(target, Arc::new(req)), &*cpu);
                     println!("{name}: {s:?}");
                 }
+            }
+            if let Some(slow) = slow {
+                slow.delete(&hr);
             }
         }
     }

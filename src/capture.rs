@@ -198,9 +198,10 @@ pub struct Delivery {
     /// How long the attempt took.
     #[serde(default)]
     pub duration_ms: f64,
-    /// What went wrong (connect error, timeout, queue_full, …).
+    /// What went wrong (connect error, timeout, queue_full, …). `Cow`: the common
+    /// errors are fixed strings, and a dead target records one per capture.
     #[serde(default)]
-    pub error: Option<String>,
+    pub error: Option<Cow<'static, str>>,
     /// Response headers (truncated).
     #[serde(default)]
     pub response_headers: Vec<(String, String)>,
@@ -208,7 +209,7 @@ pub struct Delivery {
     #[serde(default)]
     pub response_body: Option<String>,
     /// `forward`, `replay` or `listen`.
-    pub via: String,
+    pub via: Cow<'static, str>,
 }
 
 impl Delivery {
@@ -217,7 +218,7 @@ impl Delivery {
         std::mem::size_of::<Delivery>()
             + self.target.len()
             + self.at.len()
-            + self.error.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, |e| e.len())
             + self
                 .response_headers
                 .iter()
@@ -241,9 +242,11 @@ pub fn bound_delivery(d: &mut Delivery) {
     }
     cut(&mut d.target, 2048);
     cut(&mut d.at, 64);
-    cut(&mut d.via, 16);
-    if let Some(e) = &mut d.error {
-        cut(e, 1024);
+    if d.via.len() > 16 {
+        cut(d.via.to_mut(), 16);
+    }
+    if let Some(e) = d.error.as_mut().filter(|e| e.len() > 1024) {
+        cut(e.to_mut(), 1024);
     }
     if let Some(b) = &mut d.response_body {
         cut(b, 64 * 1024);
@@ -451,7 +454,11 @@ pub fn version_str(v: Version) -> &'static str {
 
 /// RFC 3339 UTC timestamp with nanoseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    use std::fmt::Write;
+    // Sized once: `to_string` grew the buffer twice on the way to 30 bytes.
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{}", humantime::format_rfc3339_nanos(t));
+    s
 }
 
 struct HeaderList<'a>(&'a Capture);

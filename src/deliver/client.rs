@@ -341,17 +341,17 @@ impl Outcome {
     }
 
     /// The delivery record of this attempt.
-    pub fn into_delivery(self, target: String, attempt: u32, via: &str) -> Delivery {
+    pub fn into_delivery(self, target: String, attempt: u32, via: &'static str) -> Delivery {
         Delivery {
             target,
             attempt,
             at: rfc3339(self.at),
             status: self.status,
             duration_ms: (self.duration_ms * 10.0).round() / 10.0,
-            error: self.error,
+            error: self.error.map(Into::into),
             response_headers: self.response_headers,
             response_body: self.response_body,
-            via: via.to_string(),
+            via: via.into(),
         }
     }
 }

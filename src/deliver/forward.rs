@@ -152,12 +152,13 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
             return; // a later capture's enqueue already queued this one, in order
         }
         let from = (q.enqueued_through + 1).max(seq.saturating_sub(MAX_CATCH_UP));
-        let mut urls: Vec<&str> = Vec::new();
-        for t in &settings.forward {
-            if !urls.contains(&t.url.as_str()) {
-                urls.push(&t.url);
-            }
-        }
+        // Each distinct URL once (first occurrence), without collecting them.
+        let targets = &settings.forward;
+        let urls = targets
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| !targets[..*i].iter().any(|e| e.url == t.url))
+            .map(|(_, t)| t.url.as_str());
         for url in urls {
             let index = match q.workers.iter().position(|w| w.url == url) {
                 Some(i) => i,
@@ -212,7 +213,9 @@ fn active(state: &AppState, bin: &Arc<Bin>, url: &str) -> bool {
 
 /// Resolves when the target stops being active or the server shuts down.
 async fn cancelled(state: &AppState, bin: &Arc<Bin>, url: &str) {
-    let mut wake = bin.subscribe();
+    // Not `subscribe()`: that wakes on every capture, and a worker stuck on a slow target
+    // would run this check once per capture for nothing.
+    let mut wake = bin.subscribe_config();
     let mut shutdown = state.shutdown.clone();
     loop {
         if !active(state, bin, url) || *shutdown.borrow() {
@@ -319,7 +322,7 @@ fn failed(url: &str, error: &str) -> Delivery {
         at: rfc3339(std::time::SystemTime::now()),
         status: None,
         duration_ms: 0.0,
-        error: Some(error.to_string()),
+        error: Some(error.to_string().into()),
         response_headers: Vec::new(),
         response_body: None,
         via: "forward".into(),

@@ -517,7 +517,7 @@ impl Relay {
                     at: crate::capture::rfc3339(std::time::SystemTime::now()),
                     status: None,
                     duration_ms: 0.0,
-                    error: Some(e),
+                    error: Some(e.into()),
                     response_headers: Vec::new(),
                     response_body: None,
                     via: "listen".into(),

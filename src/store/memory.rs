@@ -95,6 +95,9 @@ pub struct Bin {
     bytes: AtomicUsize,
     /// Bumped on every change; viewers wait on it.
     notify: watch::Sender<u64>,
+    /// Bumped only when settings change or the bin is removed: forward workers wait on it,
+    /// so a capture (which bumps `notify`) does not wake them.
+    config: watch::Sender<u64>,
     created: Instant,
     last_used_s: AtomicU64,
     used: AtomicBool,
@@ -122,6 +125,7 @@ impl Bin {
             }),
             bytes: AtomicUsize::new(0),
             notify: watch::channel(0).0,
+            config: watch::channel(0).0,
             created: Instant::now(),
             last_used_s: AtomicU64::new(0),
             used: AtomicBool::new(false),
@@ -187,8 +191,18 @@ impl Bin {
         self.notify.subscribe()
     }
 
+    /// Wake-ups for settings changes and removal only.
+    pub fn subscribe_config(&self) -> watch::Receiver<u64> {
+        self.config.subscribe()
+    }
+
     fn wake(&self) {
         self.notify.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn wake_config(&self) {
+        self.config.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake();
     }
 
     fn touch(&self, now_s: u64) {
@@ -483,7 +497,7 @@ impl MemoryStore {
                 drop(ring);
                 self.total_bytes
                     .fetch_sub(freed.min(self.total_bytes()), Ordering::Relaxed);
-                bin.wake();
+                bin.wake_config();
                 true
             }
             None => false,
@@ -657,7 +671,7 @@ impl MemoryStore {
             Bin::log_event(&mut ring, BinEvent::Settings(settings.clone()));
         }
         self.total_bytes.fetch_sub(freed, Ordering::Relaxed);
-        bin.wake();
+        bin.wake_config();
         settings
     }
 
