@@ -454,11 +454,7 @@ pub fn version_str(v: Version) -> &'static str {
 
 /// RFC 3339 UTC timestamp with nanoseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    use std::fmt::Write;
-    // Sized once: `to_string` grew the buffer twice on the way to 30 bytes.
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{}", humantime::format_rfc3339_nanos(t));
-    s
+    humantime::format_rfc3339_nanos(t).to_string()
 }
 
 struct HeaderList<'a>(&'a Capture);
