@@ -454,7 +454,38 @@ pub fn version_str(v: Version) -> &'static str {
 
 /// RFC 3339 UTC timestamp with nanoseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    thread_local! {
+        // The formatted second ("2026-11-23T10:15:30", no zone) of the last call: humantime's
+        // formatter cost ~740 instructions a call, and a dead forward target stamps one
+        // `queue_full` record per capture, mostly within the same second.
+        static SECOND: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    // A clock before 1970 reads as the epoch (humantime would panic).
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let mut text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop(); // the 'Z'
+            *cached = (secs, text);
+        }
+        let mut out = String::with_capacity(cached.1.len() + 11);
+        out.push_str(&cached.1);
+        out.push('.');
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+        out.push('Z');
+        out
+    })
 }
 
 struct HeaderList<'a>(&'a Capture);
@@ -730,5 +761,44 @@ mod encoding_tests {
         let decoded = Capture::decode("bin1".into(), 7, &encoded).expect("decodes");
         assert_eq!(original.to_json(), decoded.to_json());
         assert!(Capture::decode("bin1".into(), 7, &encoded[..20]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_matches_humantime() {
+        let mut times = vec![
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::new(1_795_000_000, 0),
+            UNIX_EPOCH + Duration::new(1_795_000_000, 999_999_999),
+            UNIX_EPOCH + Duration::new(1_795_000_001, 1),
+            UNIX_EPOCH + Duration::new(4_102_444_799, 123_456_789), // 2099-12-31T23:59:59
+            SystemTime::now(),
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // The same second twice, then a jump: exercises the cache both ways.
+            let secs = x % 4_000_000_000;
+            times.push(UNIX_EPOCH + Duration::new(secs, (x >> 32) as u32 % 1_000_000_000));
+            times.push(UNIX_EPOCH + Duration::new(secs, (x >> 8) as u32 % 1_000_000_000));
+        }
+        for t in times {
+            assert_eq!(
+                rfc3339(t),
+                humantime::format_rfc3339_nanos(t).to_string(),
+                "{t:?}"
+            );
+        }
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000000000Z"
+        );
     }
 }
