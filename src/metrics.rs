@@ -198,21 +198,13 @@ mod tests {
         m.reject("not_listed");
         m.delivery("queue_full");
         let out = m.render(0);
-        assert!(
-            out.contains(r#"hookrelay_rejected_total{reason="unknown_bin"} 2"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"hookrelay_rejected_total{reason="not_listed"} 1"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"hookrelay_deliveries_total{outcome="queue_full"} 1"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"hookrelay_deliveries_total{outcome="ok"} 0"#),
-            "{out}"
-        );
+        for line in [
+            r#"hookrelay_rejected_total{reason="unknown_bin"} 2"#,
+            r#"hookrelay_rejected_total{reason="not_listed"} 1"#,
+            r#"hookrelay_deliveries_total{outcome="queue_full"} 1"#,
+            r#"hookrelay_deliveries_total{outcome="ok"} 0"#,
+        ] {
+            assert!(out.contains(line), "{line} missing:\n{out}");
+        }
     }
 }
