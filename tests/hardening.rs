@@ -339,6 +339,47 @@ async fn keys_never_reach_the_logs() {
 /// orderly FIN, not a reset (closing with unread input makes the kernel send RST, which can
 /// destroy the answer in the sender's receive queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_still_writing_gets_its_408_not_a_reset() {
+    let srv = TestServer::start(&["--body-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "POST /{}/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        srv.bin_id
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // A sender that only reads once it has written everything: one byte per 50 ms for 1.8 s,
+    // well past the 1 s body timeout. Without a lingering close the server closes while
+    // input still arrives, the kernel answers it with a reset, and the sender's next write
+    // fails: many clients then report "connection reset" and never read the 408.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1800) {
+        if let Err(e) = s.write_all(b"z").await {
+            panic!(
+                "write failed {:?} after the start (the server reset the connection): {e}",
+                started.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!(
+                "reset before the answer was read ({e}); got {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+            Err(_) => panic!("connection still open 5 s later"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""error":"body_timeout""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_answers_are_followed_by_a_lingering_close() {
     let srv = TestServer::start(&["--max-body", "64KiB"]).await;
     let s = TcpStream::connect(srv.addr).await.unwrap();

@@ -1,5 +1,6 @@
 //! Listeners, connection tasks, graceful shutdown.
 
+pub mod linger;
 pub mod router;
 pub mod tap;
 pub mod tls;
@@ -24,6 +25,7 @@ use crate::ids;
 use crate::settings::Settings;
 use crate::state::{AppState, Shared, WindowLimiter};
 use crate::store::{MemoryStore, Store};
+use linger::LingerStream;
 use tap::HeadTap;
 
 /// In-flight requests get this long to finish after a shutdown signal.
@@ -254,6 +256,7 @@ impl Server {
             .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(state.cfg.max_connections));
+        let linger_slots = Arc::new(Semaphore::new(linger::LINGER_SLOTS));
         let purge = tokio::spawn(purge_loop(state.clone()));
         let (tls_listener, acceptor) = match tls {
             Some((l, a)) => (Some(l), Some(a)),
@@ -279,6 +282,7 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let stream = LingerStream::new(stream, linger_slots.clone());
             let state = state.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
