@@ -96,9 +96,9 @@ pub async fn handle(
                 _permits = permits;
             }
             Err(BodyError::Timeout) => {
-                // No lingering here: the sender is too slow to lose its answer to a reset, and
-                // with lingering, 27 of 500 trickling senders never got their 408 under load
-                // (tests/load.rs slowloris); without it, all 500 do.
+                // No body drain here (unlike 413/503): with one, 27 of 500 trickling senders
+                // missed their 408 under load (tests/load.rs slowloris). The connection's
+                // lingering close (server/linger.rs) keeps their writes from being reset.
                 drop(body);
                 state.metrics.reject("body_timeout");
                 return ApiError::new(
