@@ -334,10 +334,8 @@ async fn keys_never_reach_the_logs() {
     }
 }
 
-/// A body answered early (413 here) is drained for a while before the connection closes: a
-/// sender still writing gets the JSON answer, its writes keep succeeding, and the close is an
-/// orderly FIN, not a reset (closing with unread input makes the kernel send RST, which can
-/// destroy the answer in the sender's receive queue).
+/// A connection the server closes after a 408 lingers: the sender's writes keep succeeding
+/// (drained, not reset) and it then reads the answer and an orderly close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_still_writing_gets_its_408_not_a_reset() {
     let srv = TestServer::start(&["--body-timeout", "1s"]).await;
@@ -379,6 +377,10 @@ async fn a_sender_still_writing_gets_its_408_not_a_reset() {
     assert!(text.contains(r#""error":"body_timeout""#), "{text}");
 }
 
+/// A body answered early (413 here) is drained for a while before the connection closes: a
+/// sender still writing gets the JSON answer, its writes keep succeeding, and the close is an
+/// orderly FIN, not a reset (closing with unread input makes the kernel send RST, which can
+/// destroy the answer in the sender's receive queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_answers_are_followed_by_a_lingering_close() {
     let srv = TestServer::start(&["--max-body", "64KiB"]).await;
