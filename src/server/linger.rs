@@ -5,7 +5,8 @@
 //! still sending when we answer and close (a body trickling after a 408, say) then loses
 //! the answer. So, like nginx's lingering close, a connection dropped before its peer closed
 //! is shut down for writing (FIN after our last bytes) and drained for up to [`LINGER`]
-//! before the socket is closed. At most `slots` connections linger at once; past that, a
+//! before the socket is closed. Only connections we wrote to linger (one closed by the
+//! header timeout has no answer to protect), and at most `slots` at once; past that, a
 //! connection closes at once as before.
 
 use std::io;
@@ -29,6 +30,8 @@ pub struct LingerStream {
     io: Option<TcpStream>,
     /// The peer closed or reset: nothing left to protect, close at once.
     peer_done: bool,
+    /// Something was written: there may be an answer the peer has yet to read.
+    wrote: bool,
     slots: Arc<Semaphore>,
 }
 
@@ -38,12 +41,19 @@ impl LingerStream {
         LingerStream {
             io: Some(io),
             peer_done: false,
+            wrote: false,
             slots,
         }
     }
 
     fn io(&mut self) -> &mut TcpStream {
         self.io.as_mut().expect("present until drop")
+    }
+
+    fn note_write(&mut self, res: &Poll<io::Result<usize>>) {
+        if matches!(res, Poll::Ready(Ok(n)) if *n > 0) {
+            self.wrote = true;
+        }
     }
 }
 
@@ -73,7 +83,9 @@ impl AsyncWrite for LingerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.io()).poll_write(cx, buf)
+        let res = Pin::new(self.io()).poll_write(cx, buf);
+        self.note_write(&res);
+        res
     }
 
     fn poll_write_vectored(
@@ -81,7 +93,9 @@ impl AsyncWrite for LingerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.io()).poll_write_vectored(cx, bufs)
+        let res = Pin::new(self.io()).poll_write_vectored(cx, bufs);
+        self.note_write(&res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -100,7 +114,7 @@ impl AsyncWrite for LingerStream {
 impl Drop for LingerStream {
     fn drop(&mut self) {
         let Some(mut io) = self.io.take() else { return };
-        if self.peer_done {
+        if self.peer_done || !self.wrote {
             return;
         }
         // Outside a runtime (process exit) or with every slot taken: close at once.
