@@ -28,7 +28,6 @@ use crate::store::{MemoryStore, Store};
 use linger::LingerStream;
 use tap::HeadTap;
 
-/// In-flight requests get this long to finish after a shutdown signal.
 /// Listen backlog asked of the kernel (capped by `net.core.somaxconn`). tokio's default
 /// (1024) overflows when thousands of senders connect at once; the overflow ends in SYN
 /// cookies, and those that fail are reset before we ever see them.
@@ -46,6 +45,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// In-flight requests get this long to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request head (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
