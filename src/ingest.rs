@@ -96,10 +96,6 @@ pub async fn handle(
                 _permits = permits;
             }
             Err(BodyError::Timeout) => {
-                // No body drain here (unlike 413/503): with one, 27 of 500 trickling senders
-                // missed their 408 under load (tests/load.rs slowloris). The connection's
-                // lingering close (server/linger.rs) keeps their writes from being reset.
-                drop(body);
                 state.metrics.reject("body_timeout");
                 return ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
@@ -109,7 +105,6 @@ pub async fn handle(
                 .into_response();
             }
             Err(BodyError::Budget) => {
-                linger(body);
                 state.metrics.reject("memory_budget");
                 return ApiError::unavailable(
                     "server memory budget for request bodies is exhausted; retry later",
@@ -124,9 +119,10 @@ pub async fn handle(
         }
     }
 
-    if truncated {
-        linger(body);
-    }
+    // A body answered early (408, 413, 503) is left unread: hyper closes the connection
+    // after the answer, and its lingering close (server/linger.rs) drains what the sender
+    // still writes, so the sender reads the answer instead of a reset.
+    drop(body);
     let signature = settings.verify.as_ref().map(|v| verify(v, &builder));
     let preflight = parts.method == Method::OPTIONS
         && parts
@@ -286,33 +282,6 @@ async fn read_body<'a>(
             return Ok((true, permits));
         }
     }
-}
-
-/// How long, and how many bytes, an unread body is drained after an early answer.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 8 << 20;
-
-/// Drain the rest of a body we answered early (413, 503) in the background, for at most
-/// [`LINGER_TIME`] and [`LINGER_BYTES`], discarding it. Closing a socket with unread input
-/// makes the kernel send RST, and a sender still writing its body then loses our answer
-/// from its receive queue ("lingering close", as nginx does it). One task per such request,
-/// so bounded by --max-connections; bytes are dropped as they arrive.
-fn linger(mut body: Incoming) {
-    if hyper::body::Body::is_end_stream(&body) {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut drained = 0usize;
-        let _ = tokio::time::timeout(LINGER_TIME, async {
-            while drained < LINGER_BYTES {
-                match body.frame().await {
-                    Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
-                    _ => break,
-                }
-            }
-        })
-        .await;
-    });
 }
 
 /// Longest a body waits for room in the in-flight budget before it is answered 503.
