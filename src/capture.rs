@@ -190,8 +190,8 @@ pub struct Delivery {
     pub target: String,
     /// Attempt number, from 1.
     pub attempt: u32,
-    /// When the attempt started (RFC 3339).
-    pub at: String,
+    /// When the attempt started (RFC 3339 in JSON).
+    pub at: Timestamp,
     /// Response status, if a response arrived.
     #[serde(default)]
     pub status: Option<u16>,
@@ -217,7 +217,6 @@ impl Delivery {
     pub fn cost(&self) -> usize {
         std::mem::size_of::<Delivery>()
             + self.target.len()
-            + self.at.len()
             + self.error.as_ref().map_or(0, |e| e.len())
             + self
                 .response_headers
@@ -226,6 +225,35 @@ impl Delivery {
                 .sum::<usize>()
             + self.response_body.as_ref().map_or(0, String::len)
             + self.via.len()
+    }
+}
+
+/// A point in time, written as RFC 3339 with nanoseconds (see [`rfc3339`]) only when
+/// serialized: a dead forward target stamps one `queue_full` record per capture, and
+/// formatting each (plus its `String`) was a tenth of that path's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Timestamp {
+        Timestamp(SystemTime::now())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    /// RFC 3339 in UTC (`Z`, or no zone), with or without fractional seconds, from 1970 on.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map(Timestamp)
+            .map_err(|e| serde::de::Error::custom(format_args!("not an RFC 3339 UTC time: {e}")))
     }
 }
 
@@ -241,7 +269,6 @@ pub fn bound_delivery(d: &mut Delivery) {
         }
     }
     cut(&mut d.target, 2048);
-    cut(&mut d.at, 64);
     if d.via.len() > 16 {
         cut(d.via.to_mut(), 16);
     }
@@ -454,38 +481,42 @@ pub fn version_str(v: Version) -> &'static str {
 
 /// RFC 3339 UTC timestamp with nanoseconds.
 pub fn rfc3339(t: SystemTime) -> String {
+    /// "2026-11-23T10:15:30" (no zone): the length of every formatted second up to year 9999.
+    const SECOND_LEN: usize = 19;
+    /// 9999-12-31T23:59:59.
+    const LAST_SECOND: u64 = 253_402_300_799;
     thread_local! {
-        // The formatted second ("2026-11-23T10:15:30", no zone) of the last call: humantime's
-        // formatter cost ~740 instructions a call, and a dead forward target stamps one
-        // `queue_full` record per capture, mostly within the same second.
-        static SECOND: std::cell::RefCell<(u64, String)> = const {
-            std::cell::RefCell::new((u64::MAX, String::new()))
-        };
+        // The formatted second of the last call: humantime's formatter cost ~740 instructions
+        // a call, and a dead forward target stamps one `queue_full` record per capture, mostly
+        // within the same second.
+        static SECOND: std::cell::Cell<(u64, [u8; SECOND_LEN])> =
+            const { std::cell::Cell::new((u64::MAX, [0; SECOND_LEN])) };
     }
-    // A clock before 1970 reads as the epoch (humantime would panic).
+    // A clock before 1970 reads as the epoch, one past 9999 as its last second (humantime
+    // panics outside those years).
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            let mut text = humantime::format_rfc3339_seconds(whole).to_string();
-            text.pop(); // the 'Z'
-            *cached = (secs, text);
-        }
-        let mut out = String::with_capacity(cached.1.len() + 11);
-        out.push_str(&cached.1);
-        out.push('.');
-        let mut digits = [b'0'; 9];
-        let mut n = nanos;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
-        out.push('Z');
-        out
-    })
+    let (secs, nanos) = (since.as_secs().min(LAST_SECOND), since.subsec_nanos());
+    let mut text = [0u8; SECOND_LEN + 11];
+    let cached = SECOND.get();
+    if cached.0 == secs {
+        text[..SECOND_LEN].copy_from_slice(&cached.1);
+    } else {
+        let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+        let second = &formatted.as_bytes()[..SECOND_LEN];
+        text[..SECOND_LEN].copy_from_slice(second);
+        let mut fresh = [0; SECOND_LEN];
+        fresh.copy_from_slice(second);
+        SECOND.set((secs, fresh));
+    }
+    text[SECOND_LEN] = b'.';
+    let mut n = nanos;
+    for d in text[SECOND_LEN + 1..SECOND_LEN + 10].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text[SECOND_LEN + 10] = b'Z';
+    String::from_utf8(text.to_vec()).expect("ASCII")
 }
 
 struct HeaderList<'a>(&'a Capture);
@@ -799,6 +830,10 @@ mod time_tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
             "1970-01-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(300_000_000_000, 5)),
+            "9999-12-31T23:59:59.000000005Z"
         );
     }
 }

@@ -182,7 +182,6 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
     }
     let _slot = ViewerSlot(bin.clone());
     let _counted = crate::metrics::GaugeGuard::new(&state.metrics.viewers);
-    let mut wake = bin.subscribe();
     let info = bin.info();
     let hello = serde_json::json!({
         "type": "hello",
@@ -205,7 +204,10 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
     let mut last_heard = tokio::time::Instant::now();
     let mut items = Vec::with_capacity(BATCH);
     loop {
-        wake.borrow_and_update();
+        // Enabled before the read, so a change made after the read wakes this session.
+        let changed = bin.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if state
             .store
             .get(&bin.id)
@@ -226,7 +228,7 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
             continue; // more may be waiting: read again before sleeping
         }
         tokio::select! {
-            changed = wake.changed() => if changed.is_err() { return },
+            () = &mut changed => {}
             () = crate::state::stopping(&mut shutdown) => return close(ws, 1001, "server shutting down").await,
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {

@@ -26,7 +26,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::ssrf::{self, Policy};
-use crate::capture::{rfc3339, Delivery};
+use crate::capture::{Delivery, Timestamp};
 
 /// Response bytes kept for the delivery record; reading stops there.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -345,7 +345,7 @@ impl Outcome {
         Delivery {
             target,
             attempt,
-            at: rfc3339(self.at),
+            at: Timestamp(self.at),
             status: self.status,
             duration_ms: (self.duration_ms * 10.0).round() / 10.0,
             error: self.error.map(Into::into),

@@ -15,8 +15,8 @@ use dashmap::DashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{build_request, client, join_target};
-use crate::capture::{rfc3339, Delivery};
-use crate::settings::Settings;
+use crate::capture::{Delivery, Timestamp};
+use crate::settings::{Settings, MAX_FORWARD_TARGETS};
 use crate::state::AppState;
 use crate::store::Bin;
 
@@ -133,7 +133,12 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
         return;
     }
     let fw = &state.deliver.forwards;
-    let mut overflow: Vec<(u64, String)> = Vec::new();
+    // (index in `settings.forward`, first seq its queue refused): that seq through `seq` are
+    // recorded `queue_full` once the queue lock is released. One entry per target at most,
+    // kept on the stack: a dead target records one per capture, so this path is hot.
+    let mut overflow = [(0usize, 0u64); MAX_FORWARD_TARGETS];
+    let mut overflowed = 0;
+    let mut spill: Vec<(usize, u64)> = Vec::new(); // settings are validated: stays empty
     {
         let fresh = || BinQueues {
             bin: Arc::downgrade(bin),
@@ -158,8 +163,8 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
             .iter()
             .enumerate()
             .filter(|(i, t)| !targets[..*i].iter().any(|e| e.url == t.url))
-            .map(|(_, t)| t.url.as_str());
-        for url in urls {
+            .map(|(i, t)| (i, t.url.as_str()));
+        for (target, url) in urls {
             let index = match q.workers.iter().position(|w| w.url == url) {
                 Some(i) => i,
                 None => {
@@ -169,36 +174,53 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
                 }
             };
             for s in from..=seq {
-                match q.workers[index].tx.try_send(s) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => overflow.push((s, url.to_string())),
+                let queued = match q.workers[index].tx.try_send(s) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => false,
                     Err(TrySendError::Closed(_)) => {
                         // The worker ended (shutdown); a fresh one takes over.
                         let handle = fw.spawn(state, bin, url);
-                        if handle.tx.try_send(s).is_err() {
-                            overflow.push((s, url.to_string()));
-                        }
+                        let queued = handle.tx.try_send(s).is_ok();
                         q.workers[index] = handle;
+                        queued
                     }
+                };
+                if !queued {
+                    // The rest of this catch-up overflows too, rather than queueing seqs
+                    // around a refused one.
+                    match overflow.get_mut(overflowed) {
+                        Some(slot) => {
+                            *slot = (target, s);
+                            overflowed += 1;
+                        }
+                        None => spill.push((target, s)),
+                    }
+                    break;
                 }
             }
         }
         q.enqueued_through = seq;
     }
     // Recorded outside the queue lock: add_delivery takes the bin's ring lock.
-    for (s, url) in overflow {
-        let delivery = Delivery {
-            target: url,
-            attempt: 0,
-            at: rfc3339(std::time::SystemTime::now()),
-            status: None,
-            duration_ms: 0.0,
-            error: Some("queue_full".into()),
-            response_headers: Vec::new(),
-            response_body: None,
-            via: "forward".into(),
-        };
-        state.record_delivery(bin, s, delivery);
+    for &(target, first) in overflow[..overflowed].iter().chain(&spill) {
+        for s in first..=seq {
+            state.record_delivery(bin, s, queue_full(&settings.forward[target].url));
+        }
+    }
+}
+
+/// The record of a capture its target's full queue refused.
+fn queue_full(url: &str) -> Delivery {
+    Delivery {
+        target: url.to_string(),
+        attempt: 0,
+        at: Timestamp::now(),
+        status: None,
+        duration_ms: 0.0,
+        error: Some("queue_full".into()),
+        response_headers: Vec::new(),
+        response_body: None,
+        via: "forward".into(),
     }
 }
 
@@ -319,7 +341,7 @@ fn failed(url: &str, error: &str) -> Delivery {
     Delivery {
         target: url.to_string(),
         attempt: 1,
-        at: rfc3339(std::time::SystemTime::now()),
+        at: Timestamp::now(),
         status: None,
         duration_ms: 0.0,
         error: Some(error.to_string().into()),

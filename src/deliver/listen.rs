@@ -514,7 +514,7 @@ impl Relay {
                 crate::capture::Delivery {
                     target: self.target.clone(),
                     attempt: 1,
-                    at: crate::capture::rfc3339(std::time::SystemTime::now()),
+                    at: crate::capture::Timestamp::now(),
                     status: None,
                     duration_ms: 0.0,
                     error: Some(e.into()),

@@ -74,6 +74,7 @@ pub struct HeaderSpan {
 
 impl RawHead {
     /// The headers as `(name, value)` byte pairs, in arrival order and original case.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.headers
             .iter()
@@ -81,6 +82,7 @@ impl RawHead {
     }
 }
 
+#[inline]
 fn span(bytes: &[u8], (start, len): (u32, u32)) -> &[u8] {
     &bytes[start as usize..start as usize + len as usize]
 }

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::futures::Notified;
+use tokio::sync::{watch, Notify};
 
 use crate::capture::{Capture, CaptureBuilder, CaptureExtra, Delivery, RequestMeta, WsText};
 use crate::ids::{self, KeyHash};
@@ -93,8 +94,8 @@ pub struct Bin {
     pub epoch: u64,
     ring: Mutex<Ring>,
     bytes: AtomicUsize,
-    /// Bumped on every change; viewers wait on it.
-    notify: watch::Sender<u64>,
+    /// Signalled on every change; viewers wait on it (see [`Bin::notified`]).
+    notify: Notify,
     /// Bumped only when settings change or the bin is removed: forward workers wait on it,
     /// so a capture (which bumps `notify`) does not wake them.
     config: watch::Sender<u64>,
@@ -124,7 +125,7 @@ impl Bin {
                 next_event: 0,
             }),
             bytes: AtomicUsize::new(0),
-            notify: watch::channel(0).0,
+            notify: Notify::new(),
             config: watch::channel(0).0,
             created: Instant::now(),
             last_used_s: AtomicU64::new(0),
@@ -186,9 +187,11 @@ impl Bin {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Wake-ups for viewers.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.notify.subscribe()
+    /// Resolves at the next change of the ring, its events or the bin. A viewer counted in
+    /// `viewers` calls `enable()` on it *before* it reads the ring, then awaits it: a change
+    /// made after that read wakes it, one made before is in what it read.
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
     }
 
     /// Wake-ups for settings changes and removal only.
@@ -197,7 +200,13 @@ impl Bin {
     }
 
     fn wake(&self) {
-        self.notify.send_modify(|n| *n = n.wrapping_add(1));
+        // No viewer, nothing to do, not even the notify's lock, once per capture. Callers
+        // change the ring under its lock before waking, and a viewer is counted before it
+        // first locks the ring to read, so one counted after this check finds the change.
+        // (`Notify`, not a `watch`: a watch notify locks each of its eight waiter shards.)
+        if self.viewers.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_waiters();
+        }
     }
 
     fn wake_config(&self) {
