@@ -213,9 +213,25 @@ async fn events_cleared_settings_and_delivery_reports_stream_in_order() {
         .await
         .json();
     assert_eq!(stored["deliveries"][0]["via"], "listen");
+    // Its time is kept as a time: written back in the server's RFC 3339 form.
+    assert_eq!(
+        stored["deliveries"][0]["at"],
+        "2026-11-23T00:00:00.000000000Z"
+    );
     // A malformed message gets an error frame, the session stays up.
     ws.send(Message::text("{nope")).await.unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "error");
+    // So does a report whose `at` is not an RFC 3339 UTC time; nothing is stored.
+    let bad_at = report.replace("2026-11-23T00:00:00Z", "yesterday");
+    ws.send(Message::text(bad_at)).await.unwrap();
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["error"], "bad_message", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("RFC 3339"), "{e}");
+    let stored = srv
+        .api_get(&format!("/api/bins/{}/requests/1", srv.bin_id))
+        .await
+        .json();
+    assert_eq!(stored["deliveries"].as_array().unwrap().len(), 1);
 
     srv.request(
         Method::DELETE,
