@@ -161,7 +161,7 @@ impl CaptureBuilder {
             truncated: extra.truncated,
             signature: extra.signature.map(Box::new),
             response_status: extra.response_status,
-            deliveries: Mutex::new(Vec::new()),
+            deliveries: Mutex::new(Deliveries::default()),
             ws_frame: OnceLock::new(),
         }
     }
@@ -186,8 +186,8 @@ fn slice(buf: &[u8], (start, len): (u32, u32)) -> &[u8] {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
-    /// Target URL.
-    pub target: String,
+    /// Target URL (shared: a dead forward target records one `queue_full` per capture).
+    pub target: Arc<str>,
     /// Attempt number, from 1.
     pub attempt: u32,
     /// When the attempt started (RFC 3339 in JSON).
@@ -268,7 +268,11 @@ pub fn bound_delivery(d: &mut Delivery) {
             s.truncate(end);
         }
     }
-    cut(&mut d.target, 2048);
+    if d.target.len() > 2048 {
+        let mut target = d.target.to_string();
+        cut(&mut target, 2048);
+        d.target = target.into();
+    }
     if d.via.len() > 16 {
         cut(d.via.to_mut(), 16);
     }
@@ -283,6 +287,14 @@ pub fn bound_delivery(d: &mut Delivery) {
         cut(k, 256);
         cut(v, 4096);
     }
+}
+
+/// A capture's delivery records, each with the bin event number it was announced under.
+#[derive(Default)]
+struct Deliveries {
+    list: Vec<(u64, Arc<Delivery>)>,
+    /// Sum of their `Delivery::cost`.
+    cost: usize,
 }
 
 /// A stored capture. Everything but `deliveries` is immutable after insertion.
@@ -301,7 +313,7 @@ pub struct Capture {
     signature: Option<Box<Verdict>>,
     response_status: u16,
     /// Deliveries with the bin event number they were announced under (see live.rs).
-    deliveries: Mutex<Vec<(u64, Arc<Delivery>)>>,
+    deliveries: Mutex<Deliveries>,
     /// Kept as validated UTF-8: every viewer's text message shares it without re-checking.
     ws_frame: OnceLock<WsText>,
 }
@@ -373,27 +385,32 @@ impl Capture {
 
     /// Attach a delivery, announced under bin event number `event_no`; returns the bytes added.
     pub fn push_delivery(&self, event_no: u64, delivery: Arc<Delivery>) -> isize {
-        let mut list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
         let mut delta = delivery.cost() as isize;
-        list.push((event_no, delivery));
-        if list.len() > MAX_DELIVERIES {
-            let (_, old) = list.remove(0);
+        held.list.push((event_no, delivery));
+        if held.list.len() > MAX_DELIVERIES {
+            let (_, old) = held.list.remove(0);
             delta -= old.cost() as isize;
         }
+        held.cost = held.cost.saturating_add_signed(delta);
         delta
     }
     /// Deliveries announced before event number `before` (all with `u64::MAX`).
     pub fn deliveries_before(&self, before: u64) -> Vec<Arc<Delivery>> {
-        let list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
-        list.iter()
+        let held = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        held.list
+            .iter()
             .filter(|(no, _)| *no < before)
             .map(|(_, d)| d.clone())
             .collect()
     }
-    /// Bytes held by deliveries.
+    /// Bytes held by deliveries (kept as a sum: eviction asks for it, and reading each
+    /// record would touch memory long out of cache).
     pub fn deliveries_cost(&self) -> usize {
-        let list = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
-        list.iter().map(|(_, d)| d.cost()).sum()
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cost
     }
 
     /// Serialize the full record (REST), deliveries included.

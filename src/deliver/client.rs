@@ -341,7 +341,7 @@ impl Outcome {
     }
 
     /// The delivery record of this attempt.
-    pub fn into_delivery(self, target: String, attempt: u32, via: &'static str) -> Delivery {
+    pub fn into_delivery(self, target: Arc<str>, attempt: u32, via: &'static str) -> Delivery {
         Delivery {
             target,
             attempt,

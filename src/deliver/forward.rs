@@ -39,7 +39,7 @@ struct BinQueues {
 }
 
 struct WorkerHandle {
-    url: String,
+    url: Arc<str>,
     generation: u64,
     tx: mpsc::Sender<u64>,
 }
@@ -120,7 +120,7 @@ impl Forwarder {
             rx,
         ));
         WorkerHandle {
-            url: url.to_string(),
+            url: url.into(),
             generation,
             tx,
         }
@@ -136,9 +136,9 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
     // (index in `settings.forward`, first seq its queue refused): that seq through `seq` are
     // recorded `queue_full` once the queue lock is released. One entry per target at most,
     // kept on the stack: a dead target records one per capture, so this path is hot.
-    let mut overflow = [(0usize, 0u64); MAX_FORWARD_TARGETS];
+    let mut overflow: [(Option<Arc<str>>, u64); MAX_FORWARD_TARGETS] = Default::default();
     let mut overflowed = 0;
-    let mut spill: Vec<(usize, u64)> = Vec::new(); // settings are validated: stays empty
+    let mut spill: Vec<(Option<Arc<str>>, u64)> = Vec::new(); // settings are validated: stays empty
     {
         let fresh = || BinQueues {
             bin: Arc::downgrade(bin),
@@ -163,9 +163,9 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
             .iter()
             .enumerate()
             .filter(|(i, t)| !targets[..*i].iter().any(|e| e.url == t.url))
-            .map(|(i, t)| (i, t.url.as_str()));
-        for (target, url) in urls {
-            let index = match q.workers.iter().position(|w| w.url == url) {
+            .map(|(_, t)| t.url.as_str());
+        for url in urls {
+            let index = match q.workers.iter().position(|w| &*w.url == url) {
                 Some(i) => i,
                 None => {
                     let handle = fw.spawn(state, bin, url);
@@ -188,12 +188,13 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
                 if !queued {
                     // The rest of this catch-up overflows too, rather than queueing seqs
                     // around a refused one.
+                    let refused = (Some(q.workers[index].url.clone()), s);
                     match overflow.get_mut(overflowed) {
                         Some(slot) => {
-                            *slot = (target, s);
+                            *slot = refused;
                             overflowed += 1;
                         }
-                        None => spill.push((target, s)),
+                        None => spill.push(refused),
                     }
                     break;
                 }
@@ -202,17 +203,18 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
         q.enqueued_through = seq;
     }
     // Recorded outside the queue lock: add_delivery takes the bin's ring lock.
-    for &(target, first) in overflow[..overflowed].iter().chain(&spill) {
-        for s in first..=seq {
-            state.record_delivery(bin, s, queue_full(&settings.forward[target].url));
+    for (url, first) in overflow[..overflowed].iter().chain(&spill) {
+        let Some(url) = url else { continue };
+        for s in *first..=seq {
+            state.record_delivery(bin, s, queue_full(url.clone()));
         }
     }
 }
 
 /// The record of a capture its target's full queue refused.
-fn queue_full(url: &str) -> Delivery {
+fn queue_full(url: Arc<str>) -> Delivery {
     Delivery {
-        target: url.to_string(),
+        target: url,
         attempt: 0,
         at: Timestamp::now(),
         status: None,
@@ -315,7 +317,7 @@ async fn deliver(state: &AppState, bin: &Arc<Bin>, url: &str, seq: u64) {
         };
         let outcome = client::execute(&state.deliver.client, req, timeout).await;
         let again = outcome.retryable() && attempt <= target.retries;
-        record(outcome.into_delivery(url.to_string(), attempt, "forward"));
+        record(outcome.into_delivery(url.into(), attempt, "forward"));
         if !again {
             return;
         }
@@ -339,7 +341,7 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 
 fn failed(url: &str, error: &str) -> Delivery {
     Delivery {
-        target: url.to_string(),
+        target: url.into(),
         attempt: 1,
         at: Timestamp::now(),
         status: None,

@@ -507,12 +507,12 @@ impl Relay {
                     ),
                     (None, None) => {}
                 }
-                outcome.into_delivery(self.target.clone(), 1, "listen")
+                outcome.into_delivery(self.target.as_str().into(), 1, "listen")
             }
             Err(e) => {
                 println!("→ {} {shown} error: {e}", capture.method);
                 crate::capture::Delivery {
-                    target: self.target.clone(),
+                    target: self.target.as_str().into(),
                     attempt: 1,
                     at: crate::capture::Timestamp::now(),
                     status: None,

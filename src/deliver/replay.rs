@@ -129,7 +129,7 @@ pub async fn handle(
     if let Some(reason) = outcome.refused {
         return Err(refused(ssrf::Refusal(reason)));
     }
-    let delivery = outcome.into_delivery(req.target.trim().to_string(), 1, "replay");
+    let delivery = outcome.into_delivery(req.target.trim().into(), 1, "replay");
     let body = serde_json::to_vec(&delivery).expect("delivery JSON cannot fail");
     // The capture may have been evicted meanwhile: the caller still gets the record.
     state.record_delivery(bin, capture.seq, delivery);
