@@ -1080,7 +1080,12 @@ fn scenario_tls(plan: &Plan, rep: &mut Report) {
     let path = format!("/{}/events", hr.bin_id);
     let base_cpu = base.thread.cpu_fn();
     let hr_cpu = hr.thread.cpu_fn();
+    // HOOKRELAY_BENCH_TLS=h1|h2 runs one of the two (e.g. under `perf record`).
+    let only = std::env::var("HOOKRELAY_BENCH_TLS").ok();
     for (proto, h2) in [("h1", false), ("h2", true)] {
+        if only.as_deref().is_some_and(|o| o != proto) {
+            continue;
+        }
         let connector = tls_connector(&pem, if h2 { b"h2" } else { b"http/1.1" });
         let spec = |addr: SocketAddr| LoadSpec {
             addr,

@@ -210,7 +210,12 @@ pub async fn handle(
             }
         }
     }
-    headers.insert(X_HOOKRELAY_SEQ.clone(), HeaderValue::from(seq));
+    // Marked sensitive, which h2 sends as a never-indexed literal: a seq never repeats, and
+    // HPACK would add each one to the connection's table (evicting the repeating headers)
+    // and walk ever longer same-name chains to find the next.
+    let mut seq_value = HeaderValue::from(seq);
+    seq_value.set_sensitive(true);
+    headers.insert(X_HOOKRELAY_SEQ.clone(), seq_value);
 
     if let Some(delay) = settings
         .response
