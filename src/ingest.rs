@@ -215,7 +215,17 @@ pub async fn handle(
     // and walk ever longer same-name chains to find the next.
     let mut seq_value = HeaderValue::from(seq);
     seq_value.set_sensitive(true);
-    headers.insert(X_HOOKRELAY_SEQ.clone(), seq_value);
+    // Both branches above put the placeholder in: overwrite it in place, without hashing
+    // the name again.
+    match headers
+        .iter_mut()
+        .find(|(name, _)| **name == X_HOOKRELAY_SEQ)
+    {
+        Some((_, value)) => *value = seq_value,
+        None => {
+            headers.insert(X_HOOKRELAY_SEQ.clone(), seq_value);
+        }
+    }
 
     if let Some(delay) = settings
         .response

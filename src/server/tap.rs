@@ -616,7 +616,8 @@ impl Queued {
         let mut group: Option<&http::HeaderName> = None;
         let mut cursor = 0;
         for (name, value) in map.iter() {
-            if group != Some(name) {
+            // A name's values all come with the same key reference: no byte comparison.
+            if !group.is_some_and(|g| std::ptr::eq(g, name)) {
                 // New name: its first raw occurrence can't precede the first unused header.
                 group = Some(name);
                 cursor = used.trailing_ones() as usize;
