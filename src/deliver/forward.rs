@@ -133,9 +133,9 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
         return;
     }
     let fw = &state.deliver.forwards;
-    // (index in `settings.forward`, first seq its queue refused): that seq through `seq` are
-    // recorded `queue_full` once the queue lock is released. One entry per target at most,
-    // kept on the stack: a dead target records one per capture, so this path is hot.
+    // (target URL, first seq its queue refused): that seq through `seq` are recorded
+    // `queue_full` once the queue lock is released. One entry per target at most, kept on
+    // the stack: a dead target records one per capture, so this path is hot.
     let mut overflow: [(Option<Arc<str>>, u64); MAX_FORWARD_TARGETS] = Default::default();
     let mut overflowed = 0;
     let mut spill: Vec<(Option<Arc<str>>, u64)> = Vec::new(); // settings are validated: stays empty
