@@ -204,7 +204,10 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
     let mut last_heard = tokio::time::Instant::now();
     let mut items = Vec::with_capacity(BATCH);
     loop {
-        // Enabled before the read, so a change made after the read wakes this session.
+        // Counted and enabled before the read, so a change made after the read wakes this
+        // session. Not counted while it sends: a viewer stalled on its socket costs ingest
+        // no wake-up.
+        let waiting = bin.waiting();
         let changed = bin.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
@@ -218,6 +221,7 @@ async fn session(state: AppState, bin: Arc<Bin>, mut ws: Ws, auth: Auth, since: 
         items.clear();
         bin.read(&mut cursor, BATCH, &mut items);
         if !items.is_empty() {
+            drop(waiting);
             let sent =
                 tokio::time::timeout(SILENCE_LIMIT, send_items(&state, &bin, &mut ws, &items))
                     .await;

@@ -106,6 +106,8 @@ pub struct Bin {
     pinned: bool,
     /// Live viewers (WebSocket sessions) now.
     pub viewers: AtomicUsize,
+    /// Viewers between their read of the ring and their wake-up (see [`Bin::waiting`]).
+    waiting: AtomicUsize,
     /// First seq the current forward targets apply to (set when `forward` changes).
     forward_from: AtomicU64,
 }
@@ -132,6 +134,7 @@ impl Bin {
             used: AtomicBool::new(false),
             pinned,
             viewers: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             forward_from: AtomicU64::new(1),
         }
     }
@@ -187,11 +190,18 @@ impl Bin {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Resolves at the next change of the ring, its events or the bin. A viewer counted in
-    /// `viewers` calls `enable()` on it *before* it reads the ring, then awaits it: a change
-    /// made after that read wakes it, one made before is in what it read.
+    /// Resolves at the next change of the ring, its events or the bin. A viewer takes a
+    /// [`Bin::waiting`] guard and calls `enable()` on this *before* it reads the ring, then
+    /// awaits it: a change made after that read wakes it, one made before is in what it read.
     pub fn notified(&self) -> Notified<'_> {
         self.notify.notified()
+    }
+
+    /// Counts the caller as waiting for a change until the guard drops. Only waiting viewers
+    /// cost ingest a wake-up: one busy sending (or stalled on its socket) does not.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.waiting)
     }
 
     /// Wake-ups for settings changes and removal only.
@@ -200,11 +210,12 @@ impl Bin {
     }
 
     fn wake(&self) {
-        // No viewer, nothing to do, not even the notify's lock, once per capture. Callers
-        // change the ring under its lock before waking, and a viewer is counted before it
-        // first locks the ring to read, so one counted after this check finds the change.
-        // (`Notify`, not a `watch`: a watch notify locks each of its eight waiter shards.)
-        if self.viewers.load(Ordering::Relaxed) > 0 {
+        // No viewer waiting, nothing to do, not even the notify's lock, once per capture.
+        // Callers change the ring under its lock before waking, and a viewer is counted as
+        // waiting before it locks the ring to read, so one counted after this check finds
+        // the change in what it reads. (`Notify`, not a `watch`: a watch notify locks each
+        // of its eight waiter shards.)
+        if self.waiting.load(Ordering::Relaxed) > 0 {
             self.notify.notify_waiters();
         }
     }
@@ -356,6 +367,15 @@ impl Bin {
             ring.events.pop_front();
         }
         no
+    }
+}
+
+/// A viewer counted as waiting for its bin's next change; see [`Bin::waiting`].
+pub struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
