@@ -148,7 +148,12 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
                 - 1,
             workers: Vec::new(),
         };
-        let mut q = fw.bins.entry(bin.id.clone()).or_insert_with(fresh);
+        // Looked up by reference first: the entry API needs an owned key (an `Arc` clone and
+        // drop per capture), and the queues exist after the bin's first capture.
+        let mut q = match fw.bins.get_mut(&*bin.id) {
+            Some(q) => q,
+            None => fw.bins.entry(bin.id.clone()).or_insert_with(fresh),
+        };
         if q.bin.as_ptr() != Arc::as_ptr(bin) {
             // Same id, new bin: start over (old workers notice their bin is gone and exit).
             *q = fresh();

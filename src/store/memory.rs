@@ -745,9 +745,10 @@ impl MemoryStore {
             let Some(first) = ring.captures.front().map(|c| c.seq) else {
                 return false;
             };
-            let Some(capture) = seq
+            let Some(index) = seq
                 .checked_sub(first)
-                .and_then(|i| ring.captures.get(i as usize).cloned())
+                .map(|i| i as usize)
+                .filter(|&i| i < ring.captures.len())
             else {
                 return false;
             };
@@ -758,7 +759,8 @@ impl MemoryStore {
                     delivery: delivery.clone(),
                 },
             );
-            let delta = capture.push_delivery(no, delivery);
+            // Under the ring lock: the capture is borrowed, not cloned.
+            let delta = ring.captures[index].push_delivery(no, delivery);
             let bin_bytes = bin.bytes.load(Ordering::Relaxed) as isize + delta;
             bin.bytes
                 .store(bin_bytes.max(0) as usize, Ordering::Relaxed);
