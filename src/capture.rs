@@ -513,19 +513,20 @@ pub fn rfc3339(t: SystemTime) -> String {
     // panics outside those years).
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (secs, nanos) = (since.as_secs().min(LAST_SECOND), since.subsec_nanos());
+    let second = match SECOND.get() {
+        (cached_secs, cached) if cached_secs == secs => cached,
+        _ => {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+            let fresh: [u8; SECOND_LEN] = formatted.as_bytes()[..SECOND_LEN]
+                .try_into()
+                .expect("a slice of SECOND_LEN bytes");
+            SECOND.set((secs, fresh));
+            fresh
+        }
+    };
     let mut text = [0u8; SECOND_LEN + 11];
-    let cached = SECOND.get();
-    if cached.0 == secs {
-        text[..SECOND_LEN].copy_from_slice(&cached.1);
-    } else {
-        let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-        let formatted = humantime::format_rfc3339_seconds(whole).to_string();
-        let second = &formatted.as_bytes()[..SECOND_LEN];
-        text[..SECOND_LEN].copy_from_slice(second);
-        let mut fresh = [0; SECOND_LEN];
-        fresh.copy_from_slice(second);
-        SECOND.set((secs, fresh));
-    }
+    text[..SECOND_LEN].copy_from_slice(&second);
     text[SECOND_LEN] = b'.';
     let mut n = nanos;
     for d in text[SECOND_LEN + 1..SECOND_LEN + 10].iter_mut().rev() {

@@ -1,8 +1,9 @@
 //! Live fan-out: the WebSocket session of one viewer (DESIGN §7).
 //!
 //! Each viewer reads the bin's ring by its own cursor and is woken by the bin's `Notify`
-//! ([`Bin::notified`]), so ingest never waits on viewers and a stalled viewer holds at most one batch:
-//! when it falls behind the ring, it is told `evicted` and continues from what is left.
+//! ([`Bin::notified`]), so ingest never waits on viewers and a stalled viewer holds at most
+//! one batch: when it falls behind the ring, it is told `evicted` and continues from what is
+//! left.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

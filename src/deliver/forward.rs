@@ -7,6 +7,7 @@
 //! on the first capture and retired after a minute idle, or at once when its target is
 //! removed from the settings, the bin is deleted or the server shuts down.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -211,23 +212,8 @@ pub fn enqueue(state: &AppState, bin: &Arc<Bin>, seq: u64, settings: &Settings) 
     for (url, first) in overflow[..overflowed].iter().chain(&spill) {
         let Some(url) = url else { continue };
         for s in *first..=seq {
-            state.record_delivery(bin, s, queue_full(url.clone()));
+            state.record_delivery(bin, s, failed(url.clone(), 0, "queue_full".into()));
         }
-    }
-}
-
-/// The record of a capture its target's full queue refused.
-fn queue_full(url: Arc<str>) -> Delivery {
-    Delivery {
-        target: url,
-        attempt: 0,
-        at: Timestamp::now(),
-        status: None,
-        duration_ms: 0.0,
-        error: Some("queue_full".into()),
-        response_headers: Vec::new(),
-        response_body: None,
-        via: "forward".into(),
     }
 }
 
@@ -305,7 +291,7 @@ async fn deliver(state: &AppState, bin: &Arc<Bin>, url: &str, seq: u64) {
     let uri = match join_target(url, capture.path_suffix(), capture.query()) {
         Ok(u) => u,
         Err(e) => {
-            record(failed(url, &e));
+            record(failed(url.into(), 1, e.into()));
             return;
         }
     };
@@ -316,7 +302,7 @@ async fn deliver(state: &AppState, bin: &Arc<Bin>, url: &str, seq: u64) {
         {
             Ok(r) => r,
             Err(e) => {
-                record(failed(url, &e));
+                record(failed(url.into(), 1, e.into()));
                 return;
             }
         };
@@ -344,14 +330,16 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     exp + Duration::from_millis(jitter)
 }
 
-fn failed(url: &str, error: &str) -> Delivery {
+/// A forward record with no response: a request that could not be built (`attempt` 1), or
+/// a capture its target's full queue refused (`attempt` 0, `queue_full`).
+fn failed(target: Arc<str>, attempt: u32, error: Cow<'static, str>) -> Delivery {
     Delivery {
-        target: url.into(),
-        attempt: 1,
+        target,
+        attempt,
         at: Timestamp::now(),
         status: None,
         duration_ms: 0.0,
-        error: Some(error.to_string().into()),
+        error: Some(error),
         response_headers: Vec::new(),
         response_body: None,
         via: "forward".into(),
