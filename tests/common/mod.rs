@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use hookrelay::{ServeArgs, Server};
@@ -99,11 +99,12 @@ impl TestServer {
             }
         }
         let cfg = ServeArgs::from_args(&args).expect("valid test flags");
-        let listener = TcpListener::bind(cfg.listen).await.expect("bind");
-        let tls_listener = match cfg.tls_listen {
-            Some(a) => Some(TcpListener::bind(a).await.expect("bind tls")),
-            None => None,
-        };
+        // Bound like `hookrelay serve` binds (deep listen backlog): the load tests open
+        // connections by the thousand, which tokio's default backlog drops.
+        let listener = hookrelay::server::bind(cfg.listen).expect("bind");
+        let tls_listener = cfg
+            .tls_listen
+            .map(|a| hookrelay::server::bind(a).expect("bind tls"));
         let server = Server::new(cfg, listener, tls_listener)
             .await
             .expect("server starts");
