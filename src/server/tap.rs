@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderMap, Uri, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -54,32 +53,74 @@ pub struct TapIo<S> {
     off: bool,
 }
 
-/// The raw bytes of one request head and the spans of each header name/value inside it, in arrival order.
+/// The raw bytes of one request head and where each header's name and value sit in it, in
+/// arrival order: one allocation, the span table first, then the head.
 #[derive(Clone, Debug)]
 pub struct RawHead {
-    /// The head from the request line through the blank line (leading empty lines excluded).
-    pub bytes: Bytes,
-    /// One span per header line, in arrival order.
-    pub headers: Vec<HeaderSpan>,
+    /// `headers` spans of [`SPAN`] bytes (name start, name len, value start, value len: u32
+    /// LE, offsets into the head), then the head from the request line through the blank line
+    /// (leading empty lines excluded).
+    buf: Box<[u8]>,
+    headers: u32,
 }
 
-/// Where one header's name and value sit in [`RawHead::bytes`], each as `(start, len)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeaderSpan {
-    /// `(start, len)` of the header name.
-    pub name: (u32, u32),
-    /// `(start, len)` of the header value (as trimmed by httparse, like hyper's `HeaderValue`).
-    pub value: (u32, u32),
-}
+/// Bytes of one header's entry in the span table.
+const SPAN: usize = 16;
 
 impl RawHead {
+    /// Copy `head` with its header spans (`(start, len)` of name and of value, in `head`).
+    fn new(head: &[u8], spans: impl ExactSizeIterator<Item = [(u32, u32); 2]>) -> RawHead {
+        let headers = spans.len();
+        // Exact capacity: the boxed slice below keeps this allocation, the only one.
+        let mut buf = Vec::with_capacity(headers * SPAN + head.len());
+        for [(ns, nl), (vs, vl)] in spans {
+            for w in [ns, nl, vs, vl] {
+                buf.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        buf.extend_from_slice(head);
+        RawHead {
+            buf: buf.into_boxed_slice(),
+            headers: headers as u32,
+        }
+    }
+
+    /// The head's bytes, from the request line through the blank line.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.headers as usize * SPAN..]
+    }
+
+    /// How many header lines the head has.
+    pub fn len(&self) -> usize {
+        self.headers as usize
+    }
+
+    /// Whether the head has no header lines.
+    pub fn is_empty(&self) -> bool {
+        self.headers == 0
+    }
+
+    /// Header `i` as `(name, value)` bytes, in original case (values trimmed by httparse, like
+    /// hyper's `HeaderValue`).
+    #[inline]
+    pub fn header(&self, i: usize) -> (&[u8], &[u8]) {
+        let (table, head) = self.buf.split_at(self.headers as usize * SPAN);
+        header_at(table, head, i)
+    }
+
     /// The headers as `(name, value)` byte pairs, in arrival order and original case.
     #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-        self.headers
-            .iter()
-            .map(move |h| (span(&self.bytes, h.name), span(&self.bytes, h.value)))
+        let (table, head) = self.buf.split_at(self.headers as usize * SPAN);
+        (0..self.headers as usize).map(move |i| header_at(table, head, i))
     }
+}
+
+#[inline]
+fn header_at<'a>(table: &[u8], head: &'a [u8], i: usize) -> (&'a [u8], &'a [u8]) {
+    let e = &table[i * SPAN..(i + 1) * SPAN];
+    let w = |at: usize| u32::from_le_bytes([e[at], e[at + 1], e[at + 2], e[at + 3]]);
+    (span(head, (w(0), w(4))), span(head, (w(8), w(12))))
 }
 
 #[inline]
@@ -393,23 +434,16 @@ impl TapState {
 
         let base = head.as_ptr() as usize;
         let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
-        let headers = req
+        let spans = req
             .headers
             .iter()
-            .map(|h| HeaderSpan {
-                name: at(h.name.as_bytes()),
-                value: at(h.value),
-            })
-            .collect();
+            .map(|h| [at(h.name.as_bytes()), at(h.value)]);
         self.queue.push_back(Queued {
             method: at(method.as_bytes()),
             target: at(target.as_bytes()),
             version,
             dropped,
-            head: RawHead {
-                bytes: Bytes::copy_from_slice(head),
-                headers,
-            },
+            head: RawHead::new(head, spans),
         });
 
         self.state = if upgrade {
@@ -590,7 +624,7 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
 
 impl Queued {
     fn matches(&self, parts: &http::request::Parts) -> bool {
-        let bytes = &self.head.bytes;
+        let bytes = self.head.bytes();
         let version_ok = match parts.version {
             Version::HTTP_10 => self.version == 0,
             Version::HTTP_11 => self.version == 1,
@@ -605,12 +639,11 @@ impl Queued {
     /// The raw headers (less those hyper drops) and the map are the same multiset, with each
     /// name's values in the same order (a `HeaderMap` keeps per-name order but groups by name).
     fn headers_match(&self, map: &HeaderMap) -> bool {
-        let raw = &self.head.headers;
+        let raw = &self.head;
         let n = raw.len();
         if n > 128 || map.len() != n - self.dropped.count_ones() as usize {
             return false;
         }
-        let bytes = &self.head.bytes;
         // Headers hyper dropped count as already matched.
         let mut used: u128 = self.dropped;
         let mut group: Option<&http::HeaderName> = None;
@@ -629,10 +662,14 @@ impl Queued {
                 }
                 let i = cursor;
                 cursor += 1;
-                if used & (1u128 << i) != 0 || !eq_lowercase(span(bytes, raw[i].name), want) {
+                if used & (1u128 << i) != 0 {
                     continue;
                 }
-                if span(bytes, raw[i].value) != value.as_bytes() {
+                let (raw_name, raw_value) = raw.header(i);
+                if !eq_lowercase(raw_name, want) {
+                    continue;
+                }
+                if raw_value != value.as_bytes() {
                     return false;
                 }
                 used |= 1u128 << i;
@@ -783,6 +820,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TapIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
     use hyper::service::service_fn;
@@ -815,7 +853,7 @@ mod tests {
         let mut st = tap.lock();
         let mut out = Vec::new();
         while let Some(q) = st.queue.pop_front() {
-            let b = &q.head.bytes;
+            let b = q.head.bytes();
             let mut v = vec![format!(
                 "{} {} {}",
                 String::from_utf8_lossy(span(b, q.method)),
@@ -942,7 +980,7 @@ mod tests {
                 .header("x-a", "3"),
         );
         let got = tap.take_matching(&p).expect("exact");
-        assert_eq!(got.bytes.len(), head.bytes.len());
+        assert_eq!(got.bytes(), head.bytes());
         assert!(!tap.is_off());
     }
 
