@@ -85,9 +85,15 @@ impl RawHead {
         }
     }
 
+    /// The span table and the head's bytes.
+    #[inline]
+    fn table_and_head(&self) -> (&[u8], &[u8]) {
+        self.buf.split_at(self.headers as usize * SPAN)
+    }
+
     /// The head's bytes, from the request line through the blank line.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.headers as usize * SPAN..]
+        self.table_and_head().1
     }
 
     /// How many header lines the head has.
@@ -104,15 +110,15 @@ impl RawHead {
     /// hyper's `HeaderValue`).
     #[inline]
     pub fn header(&self, i: usize) -> (&[u8], &[u8]) {
-        let (table, head) = self.buf.split_at(self.headers as usize * SPAN);
+        let (table, head) = self.table_and_head();
         header_at(table, head, i)
     }
 
     /// The headers as `(name, value)` byte pairs, in arrival order and original case.
     #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-        let (table, head) = self.buf.split_at(self.headers as usize * SPAN);
-        (0..self.headers as usize).map(move |i| header_at(table, head, i))
+        let (table, head) = self.table_and_head();
+        (0..self.len()).map(move |i| header_at(table, head, i))
     }
 }
 
